@@ -1,0 +1,424 @@
+"""The chain runner: ordering, I/O-key chaining, caching, QC gates and provenance.
+
+It holds no numerics: each stage's ``run`` does the work (see
+:mod:`calib_core.stages.base`).  For one planet visit it
+
+1. validates the profile (nothing is read before the config is known good),
+2. runs the enabled instrument stages for each instrument, then the planet
+   stages (depths, sigma calibration) once,
+3. reuses a stage's stored output when its cache key matches: the key hashes
+   the input checksums, every upstream stage's config section and code, and
+   the stage's own section and code -- a changed upstream key invalidates, an
+   unchanged one hits,
+4. evaluates QC gates (``warn`` records and continues, ``error`` stops the run
+   without committing the failing stage's output),
+5. writes ``config.yaml``, ``qc.json``, ``run_hash_summary.json``, the
+   per-stage outputs under ``calib/<stage>/<instrument>/`` and ``depths.csv``,
+   all atomically, and appends a one-line summary to ``debug_log.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from .config.compose import ValidatedConfig, config_hash, config_to_yaml, validate_config
+from .frames import StoredOutput, StoreWriter, atomic_write_json, atomic_write_text, load_output
+from .stages import QCError, get_stage
+from .stages.base import Gate, RawInput, StageContext
+
+__all__ = ["RunResult", "StageRecord", "run_chain", "resolve_planet", "PLANET_SCOPE_DIR", "write_depths_csv"]
+
+PLANET_SCOPE_DIR = "planet"   #: directory name used in place of an instrument for planet-scope stages
+ProgressFn = Callable[[str, str | None, float, str], None]
+
+
+@dataclass
+class StageRecord:
+    """What happened to one stage for one instrument (or the planet)."""
+
+    stage: str
+    instrument: str | None
+    status: str                    #: "ran" | "cached" | "skipped" | "failed"
+    cache_key: str = ""
+    seconds: float = 0.0
+    metrics: dict = field(default_factory=dict)
+    gates: list[Gate] = field(default_factory=list)
+    output_dir: str | None = None
+    reason: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["gates"] = [g.to_json() for g in self.gates]
+        return d
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run_chain`."""
+
+    run_dir: Path
+    status: str                                   #: "ok" | "failed"
+    config_hash: str
+    records: list[StageRecord]
+    message: str = ""
+    planet: Any = None                            #: the :class:`calib_core.io.kaggle.Planet` that was run
+    validated: ValidatedConfig | None = None
+
+    def record(self, stage: str, instrument: str | None = None) -> StageRecord | None:
+        for r in self.records:
+            if r.stage == stage and r.instrument == instrument:
+                return r
+        return None
+
+    def output(self, stage: str, instrument: str | None = None) -> StoredOutput | None:
+        rec = self.record(stage, instrument)
+        return load_output(rec.output_dir) if rec and rec.output_dir else None
+
+    def diagnostics(self, stage: str, instrument: str | None = None) -> list[dict]:
+        """Plot data of one stage output (see :meth:`calib_core.stages.base.Stage.diagnostics`)."""
+        rec = self.record(stage, instrument)
+        out = self.output(stage, instrument)
+        if rec is None or out is None:
+            return []
+        upstream = {(r.stage, r.instrument): o for r in self.records
+                    if r.output_dir and (o := load_output(r.output_dir)) is not None}
+        ctx = StageContext(planet=self.planet, instrument=instrument,
+                           stage_cfgs=self.validated.stages if self.validated else {}, upstream=upstream)
+        return get_stage(stage).diagnostics(out, rec.metrics, ctx)
+
+
+# ---------------------------------------------------------------------------
+# data resolution and checksums
+# ---------------------------------------------------------------------------
+
+
+def resolve_planet(vc: ValidatedConfig):
+    """Open the planet the config points at (generating the demo planet when ``data.root`` is null)."""
+    from .io import demo, open_planet
+
+    data = vc.data
+    if data.root is None:
+        root = demo.ensure_demo(seed=data.demo_seed)
+        return open_planet(root, planet_id=data.planet_id, split=data.split, visit=data.visit)
+    return open_planet(Path(str(data.root)).expanduser(), planet_id=data.planet_id, split=data.split,
+                       visit=data.visit)
+
+
+def _sha256(path: Path, cache: dict) -> str:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    if key not in cache:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        cache[key] = h.hexdigest()
+    return cache[key]
+
+
+def input_checksums(planet, instruments: list[str], cache_file: Path) -> dict[str, str]:
+    """sha256 of every input file of the visit (cached by path, size and mtime)."""
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    files: dict[str, Path] = {}
+    for inst in instruments:
+        files[f"{inst}/signal"] = planet.signal_path(inst)
+        for name, p in planet.calibration(inst).paths.items():
+            files[f"{inst}/{name}"] = Path(p)
+    for name, p in planet.metadata_paths().items():
+        files[name] = Path(p)
+    sums = {name: _sha256(p, cache) for name, p in sorted(files.items())}
+    atomic_write_json(cache_file, cache)
+    return sums
+
+
+def _code_hash(stage_obj: Any) -> str:
+    src = inspect.getsource(inspect.getmodule(stage_obj))
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------
+# provenance
+# ---------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("spectramind", "numpy", "scipy", "astropy", "pyarrow", "omegaconf", "hydra-core",
+                "batman-package", "photutils"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def write_depths_csv(path: Path, planet_id: int, mu: np.ndarray, sigma: np.ndarray) -> None:
+    """Kaggle submission layout: ``planet_id, wl_1..wl_283, sigma_1..sigma_283`` (one row)."""
+    n = len(mu)
+    header = ["planet_id", *[f"wl_{i + 1}" for i in range(n)], *[f"sigma_{i + 1}" for i in range(n)]]
+    row = [str(planet_id), *[repr(float(v)) for v in mu], *[repr(float(v)) for v in sigma]]
+    atomic_write_text(path, ",".join(header) + "\n" + ",".join(row) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# the runner
+# ---------------------------------------------------------------------------
+
+
+class _Runner:
+    def __init__(self, vc: ValidatedConfig, run_dir: Path, progress: ProgressFn | None,
+                 force_error_gates: bool):
+        self.vc = vc
+        self.run_dir = run_dir
+        self.progress = progress
+        self.force_error_gates = force_error_gates
+        self.records: list[StageRecord] = []
+        self.outputs: dict[tuple[str, str | None], StoredOutput] = {}
+        self.scratch = run_dir / ".scratch"
+
+    def _report(self, stage: str, inst: str | None, frac: float, msg: str = "") -> None:
+        if self.progress is not None:
+            self.progress(stage, inst, frac, msg)
+
+    def _out_dir(self, name: str, inst: str | None, cfg: Any) -> Path:
+        base = self.run_dir / "calib" if cfg.cache.write_intermediate else self.scratch
+        return base / name / (inst or PLANET_SCOPE_DIR)
+
+    def run_stage(self, name: str, inst: str | None, inp: Any, key: str, planet, force: bool) -> StoredOutput | None:
+        stage = get_stage(name)
+        cfg = self.vc.stages[name]
+        out_dir = self._out_dir(name, inst, cfg)
+        rec = StageRecord(name, inst, "ran", key, output_dir=str(out_dir))
+        cached = load_output(out_dir) if (cfg.cache.enabled and not force) else None
+        if cached is not None and cached.meta.get("cache_key") == key:
+            rec.status = "cached"
+            rec.metrics = cached.meta.get("metrics", {})
+            rec.gates = [Gate(**g) for g in cached.meta.get("gates", [])]
+            self.records.append(rec)
+            self._report(name, inst, 1.0, "cached")
+            return cached
+        ctx = StageContext(
+            planet=planet, instrument=inst, stage_cfgs=self.vc.stages, chunk_frames=self.vc.runtime.chunk_frames,
+            upstream=self.outputs, progress=lambda f, m="": self._report(name, inst, f, m),
+        )
+        t0 = time.perf_counter()
+        self._report(name, inst, 0.0, "running")
+        with StoreWriter(out_dir) as writer:
+            metrics = stage.run(inp, cfg, ctx, writer)
+            rec.seconds = round(time.perf_counter() - t0, 3)
+            rec.metrics = metrics
+            rec.gates = self._gates(stage, cfg, metrics)
+            failed = [g for g in rec.gates if not g.passed and g.action == "error"]
+            if failed:
+                rec.status = "failed"
+                rec.output_dir = None
+                self.records.append(rec)
+                g = failed[0]
+                raise QCError(f"QC gate '{g.name}' of stage '{name}'"
+                              f"{' (' + inst + ')' if inst else ''} failed: value {g.value} not {g.threshold}"
+                              f"{' - ' + g.message if g.message else ''}")
+            output = writer.commit({
+                "stage": name, "instrument": inst, "cache_key": key, "seconds": rec.seconds,
+                "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
+                "metrics": metrics, "gates": [g.to_json() for g in rec.gates],
+            })
+        self.records.append(rec)
+        self._report(name, inst, 1.0, f"done in {rec.seconds:.2f} s")
+        return output
+
+    def _gates(self, stage, cfg, metrics: dict) -> list[Gate]:
+        qc = cfg.quality_checks
+        if not qc.enabled:
+            return []
+        gates = list(stage.gates(metrics, cfg))
+        if "n_nonfinite" in metrics:
+            n = int(metrics["n_nonfinite"])
+            gates.append(Gate("finite", n, "== 0", n == 0, "NaN/Inf values on usable pixels"))
+        action = "error" if self.force_error_gates else qc.action_on_fail
+        for g in gates:
+            g.action = action
+        return gates
+
+    def run(self, planet, checksums: dict[str, str]) -> None:
+        vc = self.vc
+        enabled = vc.enabled
+        inst_stages = [n for n in enabled if get_stage(n).scope == "instrument"]
+        planet_stages = [n for n in enabled if get_stage(n).scope == "planet"]
+        force_from = vc.runtime.from_stage
+        forced = set(enabled[enabled.index(force_from):]) if force_from in enabled else set()
+        data_key = _key(OmegaConf.to_container(vc.cfg.data, resolve=True), checksums)
+        last: dict[str, tuple[str, StoredOutput | RawInput]] = {}
+        for inst in vc.data.instruments:
+            key = _key(data_key, inst)
+            inp: Any = RawInput(planet, inst)
+            for name in inst_stages:
+                key = self._chain_key(key, name)
+                out = self.run_stage(name, inst, self._as_input(name, inp), key, planet, name in forced)
+                self.outputs[(name, inst)] = out
+                inp = out
+            last[inst] = (key, inp)
+        if not planet_stages:
+            return
+        missing = [i for i in ("FGS1", "AIRS-CH0") if i not in vc.data.instruments]
+        if missing:
+            for name in planet_stages:
+                self.records.append(StageRecord(name, None, "skipped",
+                                                reason=f"needs both instruments; data.instruments lacks {missing}"))
+            return
+        if not inst_stages or get_stage(inst_stages[-1]).output_kind != "series":
+            for name in planet_stages:
+                self.records.append(StageRecord(name, None, "skipped", reason="no light curves upstream"))
+            return
+        key = _key(*(last[i][0] for i in vc.data.instruments))
+        inp = {i: last[i][1] for i in vc.data.instruments}
+        for name in planet_stages:
+            key = self._chain_key(key, name)
+            out = self.run_stage(name, None, inp, key, planet, name in forced)
+            self.outputs[(name, None)] = out
+            inp = out
+
+    def _chain_key(self, upstream: str, name: str) -> str:
+        section = OmegaConf.to_container(self.vc.cfg.calib[name], resolve=True)
+        section.pop("cache", None)        # cache policy never changes results
+        section.pop("logging", None)
+        section.pop("quality_checks", None)
+        return _key(upstream, name, section, _code_hash(get_stage(name)))
+
+    @staticmethod
+    def _as_input(name: str, inp: Any) -> Any:
+        kind = get_stage(name).input_kind
+        if isinstance(inp, StoredOutput) and kind == "frames":
+            return inp.frames()
+        if isinstance(inp, StoredOutput) and kind == "any" and "data" in inp.fields:
+            return inp.frames()
+        return inp
+
+
+def _summary_line(result: RunResult, vc: ValidatedConfig, planet_id: Any, seconds: float) -> str:
+    counts: dict[str, int] = {}
+    for r in result.records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    warn = sum(1 for r in result.records for g in r.gates if not g.passed)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return (f"{stamp} | profile={vc.cfg.calib.get('profile', '?')} | planet={planet_id} | status={result.status}"
+            f" | stages " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            + f" | failed_gates={warn} | config={result.config_hash[:12]} | {seconds:.1f}s"
+            + (f" | {result.message}" if result.message else ""))
+
+
+def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: ProgressFn | None = None,
+              force_error_gates: bool = False, raise_on_failure: bool = True) -> RunResult:
+    """Run the profile's enabled stages on the configured planet and write the run directory.
+
+    Parameters
+    ----------
+    cfg
+        An effective config from :func:`calib_core.config.compose_config`.
+    run_dir
+        Overrides ``cfg.run_dir``.
+    progress
+        ``callback(stage, instrument, fraction, message)`` for progress displays.
+    force_error_gates
+        Treat every QC gate as ``action_on_fail: error`` (the strict audit).
+    raise_on_failure
+        Re-raise a failure (default); with False the failed :class:`RunResult`
+        is returned instead (its ``status`` is "failed", ``message`` says why).
+
+    Raises
+    ------
+    calib_core.config.ConfigError, calib_core.io.DataLayoutError, QCError
+        Invalid config, unreadable data, or an ``error`` gate failed.  Files
+        written before the failure stay consistent: completed stages are
+        committed, the failing one is not, and ``qc.json`` records the failure.
+    """
+    t_start = time.perf_counter()
+    vc = validate_config(cfg)
+    run_dir = Path(run_dir if run_dir is not None else cfg.run_dir).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    planet = resolve_planet(vc)
+    chash = config_hash(cfg)
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    checksums = input_checksums(planet, list(vc.data.instruments), run_dir / ".checksums.json")
+    runner = _Runner(vc, run_dir, progress, force_error_gates)
+    result = RunResult(run_dir, "ok", chash, runner.records, planet=planet, validated=vc)
+    try:
+        runner.run(planet, checksums)
+    except Exception as exc:
+        result.status = "failed"
+        result.message = str(exc) if isinstance(exc, QCError) else f"{type(exc).__name__}: {exc}"
+        if raise_on_failure:
+            raise
+    finally:
+        seconds = time.perf_counter() - t_start
+        _write_run_files(result, vc, planet, checksums, seconds)
+    return result
+
+
+def _write_run_files(result: RunResult, vc: ValidatedConfig, planet, checksums: dict, seconds: float) -> None:
+    run_dir = result.run_dir
+    qc: dict[str, Any] = {"status": result.status, "message": result.message, "stages": {}}
+    for r in result.records:
+        qc["stages"].setdefault(r.stage, {})[r.instrument or PLANET_SCOPE_DIR] = r.to_json()
+    atomic_write_json(run_dir / "qc.json", qc)
+    depths = result.output("depths") if result.status == "ok" else None
+    if depths is not None:
+        write_depths_csv(run_dir / "depths.csv", planet.planet_id, depths.fields["mu"], depths.fields["sigma"])
+    calibrated = result.output("top_level_calib") if result.status == "ok" else None
+    if calibrated is not None and not calibrated.meta.get("metrics", {}).get("skipped"):
+        write_depths_csv(run_dir / "depths_calibrated.csv", planet.planet_id,
+                         calibrated.fields["mu"], calibrated.fields["sigma"])
+    atomic_write_json(run_dir / "run_hash_summary.json", {
+        "config_hash": result.config_hash,
+        "profile": vc.cfg.calib.get("profile"),
+        "status": result.status,
+        "message": result.message,
+        "planet": {"root": str(planet.root), "split": planet.split, "planet_id": planet.planet_id,
+                   "visit": planet.visit},
+        "input_checksums": checksums,
+        "stage_cache_keys": {f"{r.stage}/{r.instrument or PLANET_SCOPE_DIR}": {"key": r.cache_key,
+                                                                              "status": r.status}
+                             for r in result.records},
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "seconds": round(seconds, 3),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    line = _summary_line(result, vc, planet.planet_id, seconds)
+    with open(run_dir / "debug_log.md", "a") as fh:
+        fh.write(line + "\n")

@@ -1,0 +1,268 @@
+"""Frame containers and the on-disk stage store.
+
+Detector stages exchange :class:`Frames` (data, variance and data-quality planes
+plus per-frame time metadata).  Whole cubes never need to be in memory: a stage
+reads its input chunk by chunk from a :class:`FrameSource` and writes its
+output through a :class:`StoreWriter`, which fills ``.npy`` memory maps in a
+temporary directory and moves them into place only when the stage completed
+(:meth:`StoreWriter.commit`), so an interrupted or failed stage never leaves
+files that look complete.
+
+On-disk layout of one stage output (``run_dir/calib/<stage>/<instrument>/``)::
+
+    data.npy  var.npy  dq.npy      # frame stages: (n_frames, H, W) float32/float32/uint16
+    <field>.npy                    # series stages: photometry_flux, ... (see meta.json)
+    meta.json                      # written last: fields, shapes, dtypes, units,
+                                   # frame times, wavelength order, cache key
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .dq import DQ_DTYPE
+
+__all__ = [
+    "Frames",
+    "FrameAxisMeta",
+    "FrameSource",
+    "StoredOutput",
+    "StoreWriter",
+    "atomic_write_text",
+    "atomic_write_json",
+    "load_output",
+]
+
+META_NAME = "meta.json"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON (numpy scalars/arrays allowed)."""
+    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + "\n")
+
+
+@dataclass
+class FrameAxisMeta:
+    """Per-frame metadata that travels with frames (all arrays length n)."""
+
+    time_s: np.ndarray      #: float64, seconds since the start of the visit
+    exptime_s: np.ndarray   #: float64, integration time of the frame (cumulative since reset for reads; increment for CDS)
+    read_kind: np.ndarray   #: int8, 0 first read after reset, 1 signal read, 2 CDS difference
+
+    def __len__(self) -> int:
+        return len(self.time_s)
+
+    def take(self, sel: Any) -> "FrameAxisMeta":
+        return FrameAxisMeta(self.time_s[sel], self.exptime_s[sel], self.read_kind[sel])
+
+    def to_json(self) -> dict:
+        return {
+            "frame_time_s": np.asarray(self.time_s, float).tolist(),
+            "frame_exptime_s": np.asarray(self.exptime_s, float).tolist(),
+            "frame_read_kind": np.asarray(self.read_kind, int).tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, meta: dict) -> "FrameAxisMeta":
+        return cls(
+            np.asarray(meta["frame_time_s"], np.float64),
+            np.asarray(meta["frame_exptime_s"], np.float64),
+            np.asarray(meta["frame_read_kind"], np.int8),
+        )
+
+
+@dataclass
+class Frames:
+    """A chunk of calibrated frames: electrons, variance (e-^2) and dq bits."""
+
+    data: np.ndarray        #: float32 (n, H, W), electrons
+    var: np.ndarray         #: float32 (n, H, W), electrons^2
+    dq: np.ndarray          #: uint16 (n, H, W), :class:`calib_core.dq.DQ` bits
+    axis: FrameAxisMeta     #: per-frame metadata
+    start: int = 0          #: index of the first frame in the full sequence
+
+    def __post_init__(self) -> None:
+        n = self.data.shape[0]
+        if self.var.shape != self.data.shape or self.dq.shape != self.data.shape or len(self.axis) != n:
+            raise ValueError(
+                f"Frames planes disagree: data {self.data.shape}, var {self.var.shape}, "
+                f"dq {self.dq.shape}, axis {len(self.axis)}"
+            )
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+
+class FrameSource:
+    """Read access to a stored frame-stage output (memory-mapped, chunked)."""
+
+    def __init__(self, output: "StoredOutput"):
+        self.output = output
+        self.data = output.fields["data"]
+        self.var = output.fields["var"]
+        self.dq = output.fields["dq"]
+        self.axis = FrameAxisMeta.from_json(output.meta)
+
+    @property
+    def n_frames(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return tuple(self.data.shape[1:])
+
+    def read(self, start: int, stop: int) -> Frames:
+        sel = slice(start, stop)
+        return Frames(
+            np.array(self.data[sel]), np.array(self.var[sel]), np.array(self.dq[sel]),
+            self.axis.take(sel), start,
+        )
+
+    def take(self, indices: np.ndarray) -> Frames:
+        """Frames at arbitrary (sorted or not) indices, in that order."""
+        idx = np.asarray(indices, np.int64)
+        return Frames(
+            np.asarray(self.data[idx]), np.asarray(self.var[idx]), np.asarray(self.dq[idx]),
+            self.axis.take(idx), int(idx[0]) if len(idx) else 0,
+        )
+
+    def iter_chunks(self, chunk_frames: int) -> Iterator[Frames]:
+        for start in range(0, self.n_frames, chunk_frames):
+            yield self.read(start, min(start + chunk_frames, self.n_frames))
+
+
+@dataclass
+class StoredOutput:
+    """A committed stage output: lazily memory-mapped fields and its meta."""
+
+    path: Path
+    meta: dict
+    fields: dict[str, np.ndarray]
+
+    def frames(self) -> FrameSource:
+        return FrameSource(self)
+
+
+def load_output(path: str | os.PathLike, mmap: bool = True) -> StoredOutput | None:
+    """Load a committed stage output, or ``None`` when absent or incomplete."""
+    path = Path(path)
+    meta_path = path / META_NAME
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        fields = {
+            name: np.load(path / f"{name}.npy", mmap_mode="r" if mmap else None)
+            for name in meta.get("fields", {})
+        }
+    except (OSError, ValueError):
+        return None
+    return StoredOutput(path, meta, fields)
+
+
+class StoreWriter:
+    """Write a stage output into a temporary directory, then commit atomically.
+
+    Usage::
+
+        with StoreWriter(final_dir) as w:
+            data = w.create("data", (n, H, W), np.float32, unit="electron")
+            data[a:b] = ...
+            w.put("photometry_flux", flux, unit="electron")
+            w.commit(meta)            # moves tmp -> final_dir; without it nothing is kept
+    """
+
+    def __init__(self, final_dir: str | os.PathLike):
+        self.final_dir = Path(final_dir)
+        self.final_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = self.final_dir.with_name(f".{self.final_dir.name}.{uuid.uuid4().hex}.tmp")
+        self.tmp_dir.mkdir()
+        self.fields: dict[str, dict] = {}
+        #: stage-provided meta (frame axis, units, wavelength order...); merged at commit
+        self.meta: dict[str, Any] = {}
+        self._maps: dict[str, np.ndarray] = {}
+        self.committed = False
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def create(self, name: str, shape: tuple, dtype: Any, unit: str = "", fill: Any = None) -> np.ndarray:
+        """Create a writable ``.npy`` memory map for field ``name``."""
+        arr = np.lib.format.open_memmap(self.tmp_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=tuple(shape))
+        if fill is not None:
+            arr[...] = fill
+        self._maps[name] = arr
+        self.fields[name] = {"shape": list(shape), "dtype": np.dtype(dtype).name, "unit": unit}
+        return arr
+
+    def create_frames(self, n: int, frame_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three frame planes ``data``, ``var``, ``dq``."""
+        shape = (n, *frame_shape)
+        return (
+            self.create("data", shape, np.float32, "electron"),
+            self.create("var", shape, np.float32, "electron2"),
+            self.create("dq", shape, DQ_DTYPE, "bitmask (calib_core.dq.DQ)", fill=0),
+        )
+
+    def put(self, name: str, array: np.ndarray, unit: str = "") -> None:
+        """Store a small in-memory array as field ``name``."""
+        array = np.asarray(array)
+        np.save(self.tmp_dir / f"{name}.npy", array)
+        self.fields[name] = {"shape": list(array.shape), "dtype": array.dtype.name, "unit": unit}
+
+    def commit(self, meta: dict) -> StoredOutput:
+        """Flush, write ``meta.json`` last and move the directory into place."""
+        for arr in self._maps.values():
+            arr.flush()
+        self._maps.clear()
+        meta = {**self.meta, **meta, "fields": self.fields}
+        atomic_write_json(self.tmp_dir / META_NAME, meta)
+        if self.final_dir.exists():
+            trash = self.final_dir.with_name(f".{self.final_dir.name}.{uuid.uuid4().hex}.old")
+            os.replace(self.final_dir, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(self.tmp_dir, self.final_dir)
+        self.committed = True
+        out = load_output(self.final_dir)
+        assert out is not None
+        return out
+
+    def close(self) -> None:
+        """Discard everything not committed."""
+        self._maps.clear()
+        if not self.committed and self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
