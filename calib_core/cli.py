@@ -4,6 +4,7 @@ Subcommands::
 
     spectramind calibrate --config-name calib/nominal [--cfg job [--resolve]] [key=value ...]
     spectramind audit     --config-name calib/strict  [key=value ...]
+    spectramind batch     --config-name calib/nominal --out DIR [--planets 1,2] [--workers 2] data.root=DIR
     spectramind make-demo OUT [--seed N] [--full] [--n-pairs N] [--drop-pairs N] [--overwrite]
     spectramind sigma-calibrate --preds P --targets T --out DIR [...]
     spectramind app [--port N] [--address A] [--data-root DIR] [--no-show]
@@ -40,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
 
     aud = sub.add_parser("audit", help="strict run: every QC gate is an error; writes audit.html + audit.json")
     _add_profile_args(aud, "calib/strict")
+
+    bat = sub.add_parser("batch", help="calibrate many planets of a dataset in parallel (Dask distributed)")
+    _add_profile_args(bat, "calib/nominal")
+    bat.add_argument("--out", type=Path, required=True, help="batch output directory")
+    bat.add_argument("--planets", default=None, help="comma-separated planet ids (default: all of data.split)")
+    bat.add_argument("--workers", type=int, default=2, help="worker processes")
 
     demo = sub.add_parser("make-demo", help="write a synthetic planet with ground truth in the Kaggle layout")
     demo.add_argument("out", type=Path)
@@ -107,6 +114,23 @@ def _calibrate(args: argparse.Namespace, audit: bool) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .config import compose_config
+
+    cfg = compose_config(args.config_name, args.overrides, args.config_dir)   # validate before starting workers
+    if cfg.data.root is None:
+        raise ValueError("batch needs data.root=DIR (a dataset in the Kaggle layout)")
+    ids = [int(p) for p in args.planets.split(",")] if args.planets else None
+    outcomes = run_batch(args.config_name, args.overrides, root=cfg.data.root, out_dir=args.out,
+                         split=cfg.data.split, planet_ids=ids, workers=args.workers)
+    for o in outcomes:
+        print(f"{o.planet_id:>12}  {o.status:<7}{o.seconds:>8.1f} s  {o.message}")
+    n_bad = sum(o.status != "ok" for o in outcomes)
+    print(f"{len(outcomes) - n_bad}/{len(outcomes)} planets ok; submission: {args.out / 'submission.csv'}")
+    return 1 if n_bad else 0
+
+
 def _make_demo(args: argparse.Namespace) -> int:
     from .io.demo import make_demo
 
@@ -119,6 +143,10 @@ def _make_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spectramind`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sigma-calibrate"]:      # its own parser owns every option
+        from .sigma.cli import main as sigma_main
+
+        return sigma_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -126,12 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _calibrate(args, audit=False)
         if args.command == "audit":
             return _calibrate(args, audit=True)
+        if args.command == "batch":
+            return _batch(args)
         if args.command == "make-demo":
             return _make_demo(args)
-        if args.command == "sigma-calibrate":
-            from .sigma.cli import main as sigma_main
-
-            return sigma_main(args.rest)
         if args.command == "app":
             from app.serve import serve
 

@@ -110,7 +110,7 @@ def _compose_hydra(config_name: str, overrides: Sequence[str], config_dir: Path)
         if missing in msg:
             key = msg.split(missing, 1)[1].split("'", 1)[0]
             raise ConfigError(key, _override_value(overrides, key), _unknown_key_hint(key)) from None
-        if "Cannot find primary config" in msg or "MissingConfigException" in type(exc).__name__:
+        if "Cannot find primary config" in msg:
             profiles = sorted(p.stem for p in (config_dir / "calib").glob("*.yaml") if _is_profile(p))
             raise ConfigError("--config-name", config_name,
                               "no such profile; available: " + ", ".join(f"calib/{p}" for p in profiles)) from None

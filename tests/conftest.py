@@ -1,0 +1,101 @@
+"""Shared fixtures: small deterministic demo planets with ground truth (generated once per session)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A small demo planet (48 read pairs per instrument) in the Kaggle layout, with truth."""
+    from calib_core.io.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo") / "data", seed=0, n_pairs=48)
+
+
+# ---------------------------------------------------------------------------
+# detector stages (ADC, dark, flat, CDS)
+# ---------------------------------------------------------------------------
+
+DETECTOR_STAGES = ("adc", "dark", "flat", "cds")
+
+
+@pytest.fixture(scope="session")
+def detector_demo(tmp_path_factory):
+    """Demo planet for the detector-stage tests: 40 read pairs per instrument, 3 pairs dropped."""
+    from calib_core.io.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("detector_demo") / "data", seed=1, n_pairs=40, drop_pairs=3)
+
+
+@pytest.fixture(scope="session")
+def run_stage():
+    """``run(name, inp, cfg, planet, instrument, out_dir, stage_cfgs=None, chunk_frames=16) -> (output, metrics)``.
+
+    Runs one stage like the chain runner (StageContext + StoreWriter, committed) so
+    stage tests need no profile.  A small ``chunk_frames`` exercises chunk boundaries.
+    """
+    from calib_core.frames import StoreWriter
+    from calib_core.stages import get_stage
+    from calib_core.stages.base import StageContext
+
+    def _run(name, inp, cfg, planet, instrument, out_dir, stage_cfgs=None, chunk_frames=16):
+        stage = get_stage(name)
+        ctx = StageContext(planet=planet, instrument=instrument, stage_cfgs=stage_cfgs or {name: cfg},
+                           chunk_frames=chunk_frames)
+        with StoreWriter(out_dir) as writer:
+            metrics = stage.run(inp, cfg, ctx, writer)
+            output = writer.commit({"stage": name, "instrument": instrument, "metrics": metrics})
+        return output, metrics
+
+    return _run
+
+
+@pytest.fixture(scope="session")
+def detector_chain(detector_demo, tmp_path_factory, run_stage):
+    """ADC (reference pixels on) -> dark -> flat -> CDS with default configs, both instruments.
+
+    Returns a dict with ``root``, ``planet``, ``cfgs`` (stage name -> config) and
+    ``outputs`` / ``metrics`` keyed by ``(stage, instrument)``.
+    """
+    from calib_core.io import open_planet
+    from calib_core.stages import get_stage
+    from calib_core.stages.base import RawInput
+
+    planet = open_planet(detector_demo)
+    cfgs = {name: get_stage(name).Config() for name in DETECTOR_STAGES}
+    cfgs["adc"].reference_pixel.use = True
+    out_dir = tmp_path_factory.mktemp("detector_chain")
+    outputs, metrics = {}, {}
+    for inst in ("AIRS-CH0", "FGS1"):
+        inp = RawInput(planet, inst)
+        for name in DETECTOR_STAGES:
+            out, m = run_stage(name, inp, cfgs[name], planet, inst, out_dir / name / inst, stage_cfgs=cfgs)
+            outputs[(name, inst)], metrics[(name, inst)] = out, m
+            inp = out.frames()
+    return {"root": detector_demo, "planet": planet, "cfgs": cfgs, "outputs": outputs, "metrics": metrics}
+
+
+@pytest.fixture(scope="session")
+def check_stage_yaml():
+    """``check(module)``: the stage YAML and its config dataclass agree key for key, default for default."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    config_dir = Path(__file__).resolve().parents[1] / "configs" / "calib"
+
+    def _check(module):
+        stage = module.STAGE
+        path = config_dir / f"{stage.name}.yaml"
+        lines = path.read_text().splitlines()
+        assert lines[0] == f"# @package calib.{stage.name}"
+        assert all(" # " in line for line in lines[1:] if line.strip()), "every key needs a comment"
+        loaded = OmegaConf.load(path)
+        schema = OmegaConf.structured(stage.Config)
+        merged = OmegaConf.merge(schema, loaded)
+        assert OmegaConf.to_container(merged) == OmegaConf.to_container(schema), "YAML default differs"
+        assert OmegaConf.to_container(loaded) == OmegaConf.to_container(schema), "YAML misses or adds keys"
+        assert tuple(loaded.io.values()) == stage.default_io
+
+    return _check
