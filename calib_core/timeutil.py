@@ -1,0 +1,135 @@
+"""Time axes of a visit: hours since the visit start <-> BJD_TDB, MJD and UNIX.
+
+Every series stage stores ``time_s``, seconds since the start of the visit.
+Absolute time stamps need the start epoch (``calib.phase.time.start_epoch``,
+an ISO 8601 UTC string); conversions go through :class:`astropy.time.Time`,
+so leap seconds and the UTC -> TDB scale change are handled by astropy.
+
+Units (:data:`TIME_UNITS`)
+--------------------------
+``hours_since_start``
+    Elapsed SI hours since the start epoch (no epoch needed).
+``bjd_tdb``
+    Julian date in the TDB scale.  No sky position or observatory is known,
+    so **the visit time stamps are taken as already barycentric**: only the
+    time-scale change UTC -> TDB is applied, no light-travel-time (Roemer)
+    correction.  Ariel time stamps would be barycentred upstream.
+``mjd``
+    Modified Julian date in the UTC scale.
+``unix``
+    POSIX seconds since 1970-01-01T00:00:00 UTC (astropy ``unix`` format).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy import units as u
+from astropy.time import Time, TimeDelta
+
+__all__ = [
+    "TIME_UNITS",
+    "ABSOLUTE_UNITS",
+    "parse_epoch",
+    "hours_to_unit",
+    "unit_to_hours",
+    "unit_label",
+]
+
+#: accepted time units of ``calib.phase.time.unit`` and ``calib.phase.ephemeris.t0_unit``
+TIME_UNITS = ("hours_since_start", "bjd_tdb", "mjd", "unix")
+#: units that need the visit start epoch
+ABSOLUTE_UNITS = ("bjd_tdb", "mjd", "unix")
+
+_LABELS = {"hours_since_start": "h since visit start", "bjd_tdb": "BJD_TDB (d)", "mjd": "MJD (UTC, d)",
+           "unix": "UNIX time (s)"}
+
+
+def parse_epoch(start_epoch: str) -> Time:
+    """The visit start as an astropy :class:`~astropy.time.Time` in the UTC scale.
+
+    Parameters
+    ----------
+    start_epoch : str
+        ISO 8601 date-time in UTC, e.g. ``"2025-03-01T00:00:00"``.
+
+    Raises
+    ------
+    ValueError
+        When the string is not an ISO/ISOT date-time.
+    """
+    if not isinstance(start_epoch, str):
+        raise ValueError(f"start epoch must be an ISO 8601 UTC string, got {start_epoch!r}")
+    return Time(start_epoch, scale="utc", format="isot" if "T" in start_epoch else "iso")
+
+
+def _check_unit(unit: str, start_epoch: str | None) -> None:
+    if unit not in TIME_UNITS:
+        raise ValueError(f"unknown time unit {unit!r}; allowed: {', '.join(TIME_UNITS)}")
+    if unit in ABSOLUTE_UNITS and start_epoch is None:
+        raise ValueError(f"time unit {unit!r} needs the visit start epoch")
+
+
+def hours_to_unit(hours: np.ndarray | float, unit: str, start_epoch: str | None = None) -> np.ndarray:
+    """Convert hours since the visit start to ``unit``.
+
+    Parameters
+    ----------
+    hours : array_like
+        Elapsed time since the start epoch, SI hours.
+    unit : str
+        One of :data:`TIME_UNITS`.
+    start_epoch : str, optional
+        ISO 8601 UTC start of the visit; required for the absolute units.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 values: hours, BJD_TDB days, MJD(UTC) days or UNIX seconds.
+    """
+    _check_unit(unit, start_epoch)
+    hours = np.asarray(hours, dtype=np.float64)
+    if unit == "hours_since_start":
+        return hours.copy()
+    t = parse_epoch(start_epoch) + TimeDelta(hours * 3600.0, format="sec")
+    if unit == "bjd_tdb":
+        return np.asarray(t.tdb.jd, dtype=np.float64)
+    if unit == "mjd":
+        return np.asarray(t.utc.mjd, dtype=np.float64)
+    return np.asarray(t.unix, dtype=np.float64)
+
+
+def unit_to_hours(values: np.ndarray | float, unit: str, start_epoch: str | None = None) -> np.ndarray:
+    """Convert time stamps in ``unit`` to hours since the visit start (inverse of :func:`hours_to_unit`).
+
+    Parameters
+    ----------
+    values : array_like
+        Time stamps in ``unit`` (hours, BJD_TDB days, MJD(UTC) days or UNIX seconds).
+    unit : str
+        One of :data:`TIME_UNITS`.
+    start_epoch : str, optional
+        ISO 8601 UTC start of the visit; required for the absolute units.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 elapsed SI hours since the start epoch.
+    """
+    _check_unit(unit, start_epoch)
+    values = np.asarray(values, dtype=np.float64)
+    if unit == "hours_since_start":
+        return values.copy()
+    if unit == "bjd_tdb":
+        t = Time(values, format="jd", scale="tdb")
+    elif unit == "mjd":
+        t = Time(values, format="mjd", scale="utc")
+    else:
+        t = Time(values, format="unix", scale="utc")
+    return np.asarray((t - parse_epoch(start_epoch)).to_value(u.hour), dtype=np.float64)
+
+
+def unit_label(unit: str) -> str:
+    """Axis label of a time unit (for plots and meta)."""
+    if unit not in TIME_UNITS:
+        raise ValueError(f"unknown time unit {unit!r}; allowed: {', '.join(TIME_UNITS)}")
+    return _LABELS[unit]

@@ -1,0 +1,200 @@
+"""Transit depths against the injected truth: white-light z, honest per-channel errors, t0, limb darkening."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from calib_core.config import ConfigError
+from calib_core.config.base import check_constraints
+from calib_core.stages import depths
+from calib_core.stages.base import StageContext
+from calib_core.transit import (
+    LD_FLUX_WEIGHTS,
+    Geometry,
+    deficit_basis,
+    ld_direction,
+    ld_from_beta,
+    light_curve,
+)
+from test_stage_trace import INSTRUMENTS, run_series_chain, run_stage, simulate_visit
+
+SEEDS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory):
+    """trace -> phase -> depths (default configs) on three simulated visits."""
+    out = {}
+    for seed in SEEDS:
+        visit = simulate_visit(seed)
+        out[seed] = {"visit": visit, **run_series_chain(visit, tmp_path_factory.mktemp(f"depths{seed}"))}
+    return out
+
+
+def _rerun_depths(chain: dict, cfg: depths.DepthsConfig, path):
+    """The depths stage alone on a chain's stored phase/trace outputs."""
+    ctx = StageContext(planet=chain["visit"]["planet"], instrument=None, stage_cfgs={"depths": cfg},
+                       upstream=chain["outputs"])
+    inp = {i: chain["outputs"][("phase", i)] for i in INSTRUMENTS}
+    return run_stage(depths.STAGE, inp, cfg, ctx, path)
+
+
+# ---------------------------------------------------------------------------
+# configuration and kernels
+# ---------------------------------------------------------------------------
+
+
+def test_depths_yaml_matches_dataclass(check_stage_yaml):
+    check_stage_yaml(depths)
+
+
+@pytest.mark.parametrize("path, value, fragment", [
+    ("limb_darkening.method", "magic", "must be one of smooth, fit, fixed"),
+    ("fit.baseline_degree", -1, "must be >= 0"),
+    ("fit.data", "raw", "must be one of unbinned, phase_binned"),
+    ("geometry.free", ["t0", "period"], "must be one of t0, a_rs, inc"),
+    ("geometry.instruments", [], "list at least one"),
+    ("errors.red_noise", "gp", "must be one of"),
+])
+def test_bad_values_raise_config_error_naming_the_key(path, value, fragment):
+    cfg = depths.DepthsConfig()
+    section, leaf = path.split(".")
+    setattr(getattr(cfg, section), leaf, value)
+    with pytest.raises(ConfigError) as err:
+        check_constraints(cfg, "calib.depths")
+    assert str(err.value).startswith(f"calib.depths.{path} = ") and fragment in str(err.value)
+
+
+@pytest.mark.parametrize("k, u1, u2, inc", [(0.12, 0.35, 0.18, 88.0), (0.08, 0.05, 0.4, 86.7), (0.15, 0.6, -0.1, 90.0)])
+def test_linear_limb_darkening_basis_is_exact_against_batman(k, u1, u2, inc):
+    geometry = Geometry(3.7, 4.1, 9.0, inc)
+    time_h = np.linspace(0, 7.5, 900)
+    basis = deficit_basis(time_h, geometry, k)
+    flux = light_curve(time_h, geometry, [k * k], [u1], [u2])[:, 0]
+    beta = k * k * ld_direction(u1, u2)
+    np.testing.assert_allclose(1 - beta @ basis, flux, rtol=0, atol=1e-14)
+    depth, r1, r2 = ld_from_beta(beta)
+    assert (depth, r1, r2) == pytest.approx((k * k, u1, u2), abs=1e-14)
+    assert LD_FLUX_WEIGHTS @ ld_direction(u1, u2) == pytest.approx(1.0)
+
+
+def test_multiplicative_fit_recovers_baseline_and_depth_exactly():
+    geometry = Geometry(3.5, 5.0, 10.0, 88.5)
+    time_h = np.linspace(0, 7.5, 600)
+    template = (ld_direction(0.3, 0.2) @ deficit_basis(time_h, geometry, 0.11))[None, None, :]
+    design = depths.baseline_design(time_h, 2)
+    truth = np.array([1.02, 0.004, -0.002])
+    flux = (design @ truth) * (1 - 0.0121 * template[0, 0])
+    fit = depths.fit_multiplicative(flux[:, None], np.full((600, 1), 1e6), design, template)
+    np.testing.assert_allclose(fit.baseline[0], truth, rtol=1e-10)
+    assert fit.gamma[0, 0] == pytest.approx(0.0121, rel=1e-10) and fit.chi2[0] < 1e-16
+
+
+def test_fill_missing_interpolates_with_a_conservative_error():
+    out = {"mu": np.array([0.01, 0.0101, np.nan, 0.0103, 0.0104]), "sigma": np.array([1e-4, 1e-4, np.nan, 1e-4, 2e-4]),
+           "wavelength_um": np.array([2.0, 2.1, 2.2, 2.3, 2.4]), "instrument": np.ones(5)}
+    filled = depths.fill_missing(out)
+    assert filled["filled"].tolist() == [False, False, True, False, False]
+    assert filled["mu"][2] == pytest.approx(0.0102)
+    assert filled["sigma"][2] > 1e-4
+
+
+# ---------------------------------------------------------------------------
+# accuracy against the truth (three seeds, limb darkening varying with wavelength)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_depths_against_truth(chains, seed):
+    chain = chains[seed]
+    m = chain["metrics"]["depths"]
+    truth = chain["visit"]
+    assert m["fit_converged"]
+    assert abs(m["z_white"]) < 3 and abs(m["z_fgs1"]) < 3                    # white-light depths within 3 sigma
+    assert 0.7 < m["residual_z_std"] < 1.5                                   # honest per-channel errors
+    assert abs(m["residual_z_mean"]) < 0.5
+    assert abs(m["t0_h"] - truth["geometry"].t0_h) * 60 < 2.0                # t0 within 2 minutes
+    assert abs(m["a_rs"] - truth["geometry"].a_rs) < 4 * m["a_rs_err"]
+    assert abs(m["inc_deg"] - truth["geometry"].inc_deg) < 4 * m["inc_err_deg"]
+    assert all(g.passed for g in depths.STAGE.gates(m, depths.DepthsConfig()))
+
+
+def test_output_layout_and_diagnostics(chains):
+    chain = chains[SEEDS[0]]
+    out = chain["outputs"][("depths", None)]
+    f = out.fields
+    assert f["mu"].shape == f["sigma"].shape == f["wavelength_um"].shape == (283,)
+    np.testing.assert_allclose(f["wavelength_um"], chain["visit"]["wavelength"])     # FGS1, then AIRS ascending
+    assert f["instrument"].tolist() == [0] + [1] * 282 and out.meta["instruments"] == list(INSTRUMENTS)
+    assert np.all(f["sigma"] > 0) and not f["filled"].any()
+    plots = depths.STAGE.diagnostics(out, chain["metrics"]["depths"], chain["ctx"])
+    spectrum = plots[0]
+    assert spectrum["yerr"] is f["sigma"] or np.allclose(spectrum["yerr"], f["sigma"])
+    assert spectrum["overlay"][0]["label"] == "truth"
+    assert any(p["kind"] == "histogram" for p in plots)
+    white = [p for p in plots if p["title"].startswith("White light")]
+    assert len(white) == 4 and all(len(p["x"]) <= 400 for p in white)
+
+
+def test_recovered_limb_darkening_follows_the_truth(chains):
+    chain = chains[SEEDS[0]]
+    f = chain["outputs"][("depths", None)].fields
+    assert np.max(np.abs(f["u1"][1:] - chain["visit"]["u1"][1:])) < 0.15
+    assert chain["outputs"][("depths", None)].meta["limb_darkening"]["AIRS-CH0"]["mode"] == "smooth"
+    assert chain["outputs"][("depths", None)].meta["limb_darkening"]["FGS1"]["mode"] == "free"
+
+
+def test_fixed_limb_darkening_guess_biases_the_depths(chains, tmp_path):
+    chain = chains[SEEDS[0]]
+    cfg = depths.DepthsConfig()
+    cfg.limb_darkening.method, cfg.limb_darkening.u1, cfg.limb_darkening.u2 = "fixed", 0.55, 0.3
+    _, fixed = _rerun_depths(chain, cfg, tmp_path / "fixed")
+    assert abs(fixed["residual_z_mean"]) > 1.0 or abs(fixed["z_white"]) > 3.0
+    assert abs(chain["metrics"]["depths"]["residual_z_mean"]) < 0.5
+
+
+@pytest.mark.parametrize("changes", [{"limb_darkening.method": "fit"}, {"fit.data": "phase_binned"},
+                                     {"errors.red_noise": "per_channel"}])
+def test_alternative_settings_stay_honest(chains, tmp_path, changes):
+    cfg = depths.DepthsConfig()
+    for path, value in changes.items():
+        section, leaf = path.split(".")
+        setattr(getattr(cfg, section), leaf, value)
+    _, m = _rerun_depths(chains[SEEDS[1]], cfg, tmp_path / "alt")
+    assert abs(m["z_white"]) < 3 and 0.7 < m["residual_z_std"] < 1.5
+
+
+# ---------------------------------------------------------------------------
+# end to end on demo planets: raw frames -> every stage of the nominal profile
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_150(tmp_path_factory):
+    from calib_core.io.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("depths_demo") / "data", seed=3, n_pairs=150)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["demo_root", "demo_150"])
+def test_end_to_end_on_demo_planets(which, request, tmp_path):
+    from calib_core.chain import run_chain
+    from calib_core.config import compose_config
+    from calib_core.io.demo import DEMO_PLANET_ID, load_truth
+
+    root = request.getfixturevalue(which)
+    cfg = compose_config("calib/nominal", [f"data.root={root}", f"run_dir={tmp_path / 'run'}"])
+    result = run_chain(cfg)
+    truth = load_truth(root, DEMO_PLANET_ID)
+    m = result.record("depths").metrics
+    assert abs(m["z_white"]) < 3 and abs(m["z_fgs1"]) < 3
+    assert 0.7 < m["residual_z_std"] < 1.5
+    assert abs(m["t0_h"] - truth["t0_h"]) * 60 < 2.0
+    with open(tmp_path / "run" / "depths.csv") as fh:
+        header, row = list(csv.reader(fh))
+    assert len(header) == len(row) == 1 + 2 * 283 and all(math.isfinite(float(v)) for v in row[1:])
