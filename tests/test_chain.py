@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -86,3 +87,54 @@ def test_error_gate_stops_the_run_and_commits_nothing_half_done(demo_root, tmp_p
     # the old, complete CDS output was not replaced by anything half-written
     assert (cds_dir / "meta.json").read_text() == before
     assert not list((tmp_path / "calib").rglob("*.tmp"))
+
+
+RECIPE_STAGE = [
+    (["calib.cds.pairing.order_by=timestamp", "calib.cds.pairing.policy=nearest", "calib.cds.pairing.window_s=3.0"],
+     "cds"),
+    (["calib.photometry.photometry.method=psf", "calib.photometry.psf.model=gaussian_moffat"], "photometry"),
+    (["calib.trace.along_wavelength.method=spline", "calib.trace.along_wavelength.spline.knots=12"], "trace"),
+    (["calib.top_level_calib.method=temperature", "calib.top_level_calib.temperature.per_bin=true"],
+     "top_level_calib"),
+]
+
+
+FIELDS = {"cds": ("AIRS-CH0", "data"), "photometry": ("AIRS-CH0", "photometry_flux"),
+          "trace": ("AIRS-CH0", "trace_continuum"), "top_level_calib": (None, "sigma"),
+          "trace_norm": ("AIRS-CH0", "trace_flux_norm")}
+
+
+@pytest.fixture(scope="module")
+def recipe_base(demo_root, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("recipes") / "base"
+    base = run_chain(_cfg(demo_root, run_dir))
+    arrays = {stage: np.array(base.output(stage.split("_norm")[0], inst).fields[field])
+              for stage, (inst, field) in FIELDS.items()}
+    return run_dir, base.config_hash, arrays
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, stage", RECIPE_STAGE)
+def test_every_seed_recipe_changes_the_run(recipe_base, demo_root, tmp_path, overrides, stage):
+    base_dir, base_hash, base_arrays = recipe_base
+    run_dir = tmp_path / "run"
+    shutil.copytree(base_dir, run_dir)          # same cache, separate outputs
+    result = run_chain(_cfg(demo_root, run_dir, *overrides))
+    status = {(r.stage, r.instrument): r.status for r in result.records}
+    order = ["adc", "dark", "flat", "cds", "photometry", "trace", "phase", "depths", "top_level_calib"]
+    upstream = order[:order.index(stage)]
+    assert all(s == "cached" for (name, _), s in status.items() if name in upstream), status
+    assert all(s == "ran" for (name, _), s in status.items() if name == stage), status
+    assert result.config_hash != base_hash
+    inst, field = FIELDS[stage]
+    new = np.asarray(result.output(stage, inst).fields[field])
+    if stage == "cds":
+        # regular time stamps: nearest-in-window pairing must find exactly the index pairs
+        np.testing.assert_array_equal(new, base_arrays[stage])
+    else:
+        assert not np.allclose(new, base_arrays[stage], equal_nan=True)
+    if stage == "trace":
+        # the continuum model changes the continuum, never the normalised light curves: each channel's
+        # out-of-transit baseline absorbs what a smooth continuum leaves, so depths cannot depend on it
+        norm = np.asarray(result.output("trace", "AIRS-CH0").fields["trace_flux_norm"])
+        np.testing.assert_allclose(norm, base_arrays["trace_norm"], rtol=1e-9, equal_nan=True)

@@ -81,8 +81,8 @@ __all__ = [
 
 DEMO_PLANET_ID = 1100001
 DEMO_SEED = 0
-DEFAULT_N_PAIRS = 375  # per instrument: one pair every 72 s over the 7.5 h visit
-GENERATOR_VERSION = 1
+DEFAULT_N_PAIRS = 1250  # per instrument: one pair every 21.6 s over the 7.5 h visit (>= 3 samples per bin at 400 phase bins)
+GENERATOR_VERSION = 2
 
 OBSERVATION_S = 27000.0  # visit length in seconds (7.5 h)
 READ_TIME_OFFSETS_S = (0.1, 0.2)  # axis0 time of the first / second read after the start of a pair slot
@@ -724,7 +724,7 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
         Planet id (directory name); default :data:`DEMO_PLANET_ID`.
     n_pairs : int or dict, optional
         Read pairs per instrument (an int for both, or ``{"AIRS-CH0": n, "FGS1": m}``);
-        default :data:`DEFAULT_N_PAIRS` (pair period 72 s over the 7.5 h visit).
+        default :data:`DEFAULT_N_PAIRS` (pair period 21.6 s over the 7.5 h visit).
     drop_pairs : int
         Pairs per instrument lost in telemetry: both reads are written as all-zero DN rows.
     overwrite : bool
