@@ -1,0 +1,866 @@
+"""ADC stage: raw DN -> electrons, reference pixels, linearisation, saturation.
+
+Order of operations for every read (frame) of a visit:
+
+1. ``e = DN / gain + offset`` (electrons; gain/offset from ``adc_info.csv`` or
+   the config), the raw-DN flags ``ADC_FLOOR`` (0 DN), ``SATURATED``
+   (>= ``saturation.level_dn``) and ``DROPPED`` (an all-zero telemetry frame);
+2. optional reference-pixel common-mode correction: for each frame, the
+   clipped mean (or median) over the quiet pixels of the left/right border
+   columns of (pixel - the pixel's time median for the frame's read kind),
+   minus the time median of that level, is subtracted from the whole frame.
+   The per-pixel template keeps the static stellar wings out of the estimate;
+   their *variation* (e.g. the transit seen in the wings) does leak into the
+   offset, at the level of the wing flux times the depth.  The estimate's
+   variance is added to every pixel's read variance; the border columns are
+   flagged ``REFERENCE``;
+3. optional linearisation with the per-pixel polynomial ``linear_corr``
+   (``e_lin = sum_k c_k e^k``, the organisers' ``apply_linear_corr``), ``NONLINEAR``
+   outside ``[valid_min_e, valid_max_e]``; ``SATURATED`` at/above the full well;
+4. optional clamp, and the variance ``read^2 + max(e_lin, 0)`` (read noise plus
+   the Poisson variance of the charge accumulated since the reset).
+
+The module also holds the small helpers shared by the detector stages (dark,
+flat, CDS): map validation, dq tallies, frame metadata, series decimation and
+page release for streamed memory maps.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
+from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
+from ..frames import FrameAxisMeta, FrameSource, StoredOutput, StoreWriter
+from .base import Gate, RawInput, Stage, StageContext, gate
+
+__all__ = [
+    # config
+    "AdcConfig", "AdcQC", "ConversionConfig", "ReferencePixelConfig", "LinearizationConfig",
+    "ClampConfig", "SaturationConfig", "AdcDiagnosticsConfig",
+    # kernels
+    "dn_to_electrons", "raw_dq", "frame_tiles", "reference_columns", "reference_levels", "common_mode_offsets",
+    "linearize", "adc_variance",
+    # helpers shared by the detector stages
+    "DqTally", "resolve_conversion", "validate_map", "map_label", "flag_nonfinite", "usable_frame_means", "check_finite_input", "write_frame_meta", "copy_frame_meta",
+    "input_read_var",
+    "decimate", "release_pages", "frame_image",
+    # stage
+    "AdcStage", "STAGE",
+]
+
+#: ``(1.4826 * MAD)`` estimates a Gaussian standard deviation
+MAD_TO_SIGMA = 1.4826
+#: asymptotic variance of a sample median relative to ``sigma^2 / n`` (Gaussian)
+MEDIAN_VARIANCE_FACTOR = math.pi / 2.0
+#: number of values a uint16 can take (raw DN histogram length)
+N_DN_VALUES = 1 << 16
+#: the raw-DN histogram (a diagnostic) uses every this-many-th live read; pile-up counts use all reads
+HIST_FRAME_STRIDE = 8
+#: frames per read kind used for the reference-pixel template
+TEMPLATE_FRAMES = 255
+#: reference pixels noisier than this many times the median reference scatter are left out
+QUIET_FACTOR = 1.5
+#: reference-pixel deviations beyond this many of their scatters are left out of the mean
+REF_CLIP_SIGMA = 5.0
+
+
+# ---------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ConversionConfig:
+    source: str = opt("adc_info", choices=("adc_info", "value"),
+                      doc="gain/offset from the dataset's adc_info.csv, or the values below")
+    gain: float = opt(0.4369, gt=0, unit="DN/e-", doc="ADC gain used when source=value (e- = DN / gain + offset)")
+    offset: float = opt(-1000.0, unit="e-", doc="ADC offset used when source=value (e- = DN / gain + offset)")
+
+
+@dataclass
+class ReferencePixelConfig:
+    use: bool = opt(False, doc="subtract a per-frame common-mode offset measured on border reference columns")
+    strategy: str = opt("border_mean", choices=("border_mean", "border_median"),
+                        doc="per-frame level of the quiet reference pixels: clipped mean or median")
+    border_px: int = opt(4, ge=1, unit="px", doc="columns at each of the left and right edges used as reference")
+
+
+@dataclass
+class LinearizationConfig:
+    method: str = opt("poly", choices=("none", "poly"),
+                      doc="none, or the per-pixel degree-5 polynomial of the calibration linear_corr map")
+    valid_min_e: float = opt(-500.0, unit="e-",
+                             doc="inputs below this are outside the polynomial's valid range (NONLINEAR)")
+    valid_max_e: float = opt(1.0e5, unit="e-",
+                             doc="inputs above this are outside the polynomial's valid range (NONLINEAR)")
+
+    def check(self, prefix: str) -> None:
+        if self.valid_max_e <= self.valid_min_e:
+            raise ConfigError(f"{prefix}.valid_max_e", self.valid_max_e,
+                              f"must be > {prefix}.valid_min_e ({self.valid_min_e:g})")
+
+
+@dataclass
+class ClampConfig:
+    enabled: bool = opt(True, doc="clip the output electrons to [min_e, max_e] (clipped values are counted)")
+    min_e: float = opt(-1.0e4, unit="e-", doc="lower clamp")
+    max_e: float = opt(1.0e7, unit="e-", doc="upper clamp")
+
+    def check(self, prefix: str) -> None:
+        if self.max_e <= self.min_e:
+            raise ConfigError(f"{prefix}.max_e", self.max_e, f"must be > {prefix}.min_e ({self.min_e:g})")
+
+
+@dataclass
+class SaturationConfig:
+    level_dn: int = opt(65535, ge=1, le=65535, unit="DN", doc="raw values at or above this are SATURATED (ADC ceiling)")
+    full_well_e: float = opt(1.8e5, gt=0, unit="e-", doc="linearised charge at or above this is SATURATED (full well)")
+
+
+@dataclass
+class AdcDiagnosticsConfig:
+    enabled: bool = opt(True, doc="accumulate the raw-DN histogram and per-frame mean curves (off: gate inputs only)")
+    hist_bins: int = opt(256, ge=8, le=N_DN_VALUES, doc="bins of the raw-DN histogram over 0..65535 DN")
+    max_curve_points: int = opt(2048, ge=16, doc="per-frame curves are block-averaged to at most this many points")
+
+
+@dataclass
+class AdcQC(QualityChecks):
+    max_zero_frac: float = opt(0.01, ge=0, le=1,
+                               doc="max fraction of raw pixel-reads at 0 DN (dropped frames excluded)")
+    max_saturated_frac: float = opt(0.01, ge=0, le=1,
+                                    doc="max fraction of raw pixel-reads at/above saturation.level_dn")
+    max_dropped_frame_frac: float = opt(0.05, ge=0, le=1, doc="max fraction of frames dropped from telemetry")
+    max_nonlinear_frac: float = opt(0.01, ge=0, le=1, doc="max fraction of pixel-reads outside the linearity range")
+
+
+@dataclass
+class AdcConfig(StageConfig):
+    io: IOConfig = opt(IOConfig(input_key="raw_frames", output_key="adc_corrected"), doc="input/output keys")
+    quality_checks: AdcQC = opt(AdcQC, doc="QC gates: raw zero/saturation pile-ups, dropped frames, linearity range")
+    conversion: ConversionConfig = opt(ConversionConfig, doc="DN -> electrons")
+    reference_pixel: ReferencePixelConfig = opt(ReferencePixelConfig, doc="common-mode correction from border columns")
+    linearization: LinearizationConfig = opt(LinearizationConfig, doc="non-linearity correction")
+    clamp: ClampConfig = opt(ClampConfig, doc="output clamp (safety guard)")
+    saturation: SaturationConfig = opt(SaturationConfig, doc="SATURATED flags")
+    diagnostics: AdcDiagnosticsConfig = opt(AdcDiagnosticsConfig, doc="diagnostic accumulations")
+
+
+# ---------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------
+
+
+def dn_to_electrons(raw: np.ndarray, *, gain: float, offset: float) -> np.ndarray:
+    """Convert raw counts to electrons, ``e = DN / gain + offset``.
+
+    Parameters
+    ----------
+    raw : ndarray of uint16, shape (n, H, W)
+        Raw reads (DN).
+    gain : float
+        ADC gain (DN per electron).
+    offset : float
+        ADC offset (electrons).
+
+    Returns
+    -------
+    ndarray of float32, shape (n, H, W)
+        Electrons (e-).
+    """
+    out = np.divide(raw, np.float32(gain), dtype=np.float32)
+    out += np.float32(offset)
+    return out
+
+
+def raw_dq(raw: np.ndarray, *, level_dn: int) -> tuple[np.ndarray, np.ndarray]:
+    """Data-quality bits that only depend on the raw counts.
+
+    Parameters
+    ----------
+    raw : ndarray of uint16, shape (n, H, W)
+        Raw reads (DN).
+    level_dn : int
+        Saturation level (DN); values at or above it are ``SATURATED``.
+
+    Returns
+    -------
+    dq : ndarray of uint16, shape (n, H, W)
+        ``ADC_FLOOR`` where 0 DN, ``SATURATED`` where >= ``level_dn``; a frame
+        whose every pixel is 0 DN (telemetry drop) carries only ``DROPPED``.
+    dropped : ndarray of bool, shape (n,)
+        True for dropped frames.
+    """
+    flat = raw.reshape(len(raw), -1)
+    frame_min, frame_max = flat.min(axis=1), flat.max(axis=1)
+    dropped = frame_max == 0
+    dq = np.zeros(raw.shape, DQ_DTYPE)
+    for frames, bit, hit in ((np.flatnonzero((frame_min == 0) & ~dropped), DQ.ADC_FLOOR, lambda r: r == 0),
+                             (np.flatnonzero(frame_max >= level_dn), DQ.SATURATED, lambda r: r >= level_dn)):
+        if frames.size:
+            dq[frames] |= hit(raw[frames]).astype(DQ_DTYPE) * DQ_DTYPE(bit)
+    dq[dropped] = DQ.DROPPED
+    return dq, dropped
+
+
+def frame_tiles(n_frames: int, frame_shape: tuple[int, ...], tile_elements: int = 1 << 18
+                ) -> Iterator[slice]:
+    """Consecutive frame slices of about ``tile_elements`` pixels (cache-sized working sets).
+
+    Elementwise kernels chained on a tile stay in the CPU cache, several times
+    faster than the same passes over a whole chunk.
+    """
+    step = max(1, tile_elements // max(1, int(np.prod(frame_shape))))
+    for start in range(0, n_frames, step):
+        yield slice(start, min(start + step, n_frames))
+
+
+def reference_columns(width: int, border_px: int) -> np.ndarray:
+    """Boolean mask of the ``border_px`` leftmost and rightmost detector columns.
+
+    Raises
+    ------
+    ValueError
+        When ``2 * border_px`` does not leave any science column.
+    """
+    if not 0 < 2 * border_px < width:
+        raise ValueError(f"calib.adc.reference_pixel.border_px = {border_px}: needs 0 < 2*border_px < "
+                         f"frame width {width}")
+    cols = np.zeros(width, bool)
+    cols[:border_px] = cols[width - border_px:] = True
+    return cols
+
+
+def reference_levels(border: np.ndarray, template: np.ndarray, scatter: np.ndarray, *,
+                     strategy: str = "border_mean") -> np.ndarray:
+    """Per-frame common level of reference pixels relative to their static template.
+
+    Subtracting a per-pixel template (each pixel's median over time for the
+    frame's read kind) first removes the static spatial pattern of the border
+    (stellar wings, bias structure), so the statistic over pixels is taken on a
+    unimodal distribution centred on the frame's common-mode offset.
+
+    Parameters
+    ----------
+    border : ndarray, shape (n, P)
+        ``P`` reference pixels of ``n`` frames (e-).
+    template : ndarray, shape (P,)
+        Static level of each reference pixel (e-).
+    scatter : ndarray, shape (P,)
+        Temporal scatter of each reference pixel (e-).
+    strategy : {"border_mean", "border_median"}
+        ``border_mean``: mean after rejecting deviations beyond
+        :data:`REF_CLIP_SIGMA` x scatter (cosmic rays, saturation);
+        ``border_median``: plain median (robust, but quantised by the ADC step).
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        Reference level of each frame (e-).
+    """
+    diff = np.asarray(border, np.float32) - np.asarray(template, np.float32)
+    if strategy == "border_median":
+        return np.median(diff, axis=1).astype(np.float64)
+    keep = np.abs(diff) <= REF_CLIP_SIGMA * np.asarray(scatter, np.float32)
+    count = keep.sum(axis=1)
+    total = np.where(keep, diff, 0).sum(axis=1, dtype=np.float64)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def common_mode_offsets(levels: np.ndarray, read_kind: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Common-mode offset of each frame: its reference level minus the time median of its read kind.
+
+    Parameters
+    ----------
+    levels : ndarray, shape (n,)
+        Per-frame reference levels (e-), see :func:`reference_levels`.
+    read_kind : ndarray of int, shape (n,)
+        0 first read, 1 signal read (the two kinds see different stellar wings).
+    valid : ndarray of bool, shape (n,)
+        Frames whose level is usable (False for dropped frames: offset 0).
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        Offsets (e-) to subtract from each frame.
+    """
+    levels = np.asarray(levels, np.float64)
+    out = np.zeros_like(levels)
+    for kind in np.unique(read_kind):
+        sel = (read_kind == kind) & valid
+        if sel.any():
+            out[sel] = levels[sel] - np.median(levels[sel])
+    return out
+
+
+def linearize(e: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """Per-pixel polynomial linearity correction ``sum_k c_k e^k`` (Horner, float32).
+
+    Equivalent to the organisers' ``apply_linear_corr(linear_corr, signal)``
+    (``np.poly1d(np.flip(c))`` per pixel) to float32 precision.
+
+    Parameters
+    ----------
+    e : ndarray of float32, shape (n, H, W)
+        Electrons before correction.
+    coeffs : ndarray, shape (K, H, W)
+        ``coeffs[k]`` multiplies ``e**k``.
+
+    Returns
+    -------
+    ndarray of float32, shape (n, H, W)
+        Linearised electrons.
+    """
+    c = np.asarray(coeffs, np.float32)
+    acc = e * c[-1]
+    for k in range(c.shape[0] - 2, 0, -1):
+        acc += c[k]
+        acc *= e
+    acc += c[0]
+    return acc
+
+
+def adc_variance(e: np.ndarray, read_var: np.ndarray) -> np.ndarray:
+    """Variance of a read: read-noise variance plus the Poisson variance of its charge.
+
+    Parameters
+    ----------
+    e : ndarray of float32, shape (n, H, W)
+        Charge accumulated since the reset (e-); negative values count as 0.
+    read_var : ndarray, shape (H, W)
+        Read-noise variance per read (e-^2).
+
+    Returns
+    -------
+    ndarray of float32, shape (n, H, W)
+        Variance (e-^2).
+    """
+    var = np.maximum(e, np.float32(0.0))
+    var += read_var.astype(np.float32)
+    return var
+
+
+# ---------------------------------------------------------------------------
+# helpers shared by the detector stages
+# ---------------------------------------------------------------------------
+
+
+class DqTally:
+    """Per-bit pixel counts accumulated chunk by chunk.
+
+    ``counts()`` equals :func:`calib_core.dq.count_bits` of the concatenated
+    chunks, at the cost of one ``bincount`` per chunk.
+    """
+
+    def __init__(self) -> None:
+        self.hist = np.zeros(N_DN_VALUES, np.int64)
+
+    def add(self, dq: np.ndarray) -> None:
+        """Add the dq bits of one chunk."""
+        dq = np.asarray(dq, DQ_DTYPE)
+        set_values = dq[dq != 0]
+        self.hist += np.bincount(set_values, minlength=N_DN_VALUES)
+        self.hist[0] += dq.size - set_values.size
+
+    def counts(self) -> dict[str, int]:
+        """Pixel-frames with each bit set, by bit name (zeros included)."""
+        values = np.arange(N_DN_VALUES)
+        return {flag.name: int(self.hist[(values & flag.value) != 0].sum()) for flag in DQ}
+
+
+def resolve_conversion(conversion: ConversionConfig | None, planet: Any, instrument: str) -> tuple[float, float, str]:
+    """ADC gain (DN/e-), offset (e-) and their source.
+
+    ``conversion`` None (e.g. the ADC stage is not in the profile) means ``adc_info``.
+    """
+    if conversion is not None and conversion.source == "value":
+        return float(conversion.gain), float(conversion.offset), "value"
+    gain, offset = planet.adc(instrument)
+    return float(gain), float(offset), "adc_info"
+
+
+def map_label(calibration: Any, instrument: str, name: str) -> str:
+    """Human-readable name of a calibration map, with its file when known."""
+    paths = getattr(calibration, "paths", None) or {}
+    path = paths.get(name)
+    return f"{instrument} calibration map '{name}'" + (f" ({path})" if path else "")
+
+
+def validate_map(array: Any, *, label: str, frame_shape: tuple[int, int], check_shape: bool,
+                 require_finite: bool, leading: bool = False) -> np.ndarray:
+    """Check a calibration map against the frames it calibrates.
+
+    Parameters
+    ----------
+    array : array_like
+        The map; shape ``frame_shape`` (or ``(K, *frame_shape)`` with ``leading``).
+    label : str
+        Name used in error messages (see :func:`map_label`).
+    frame_shape : tuple of int
+        ``(H, W)`` of the frames.
+    check_shape, require_finite : bool
+        ``validation.check_shape_compatibility`` / ``validation.require_finite_inputs``.
+    leading : bool
+        The map has one leading axis (e.g. polynomial coefficients).
+
+    Returns
+    -------
+    ndarray
+        The map as an array.
+
+    Raises
+    ------
+    ValueError
+        Naming the map, its shape and the frame shape, or its count of non-finite values.
+    """
+    arr = np.asarray(array)
+    if check_shape:
+        ok = arr.ndim == 3 and arr.shape[1:] == tuple(frame_shape) if leading else arr.shape == tuple(frame_shape)
+        if not ok:
+            want = f"(K, {frame_shape[0]}, {frame_shape[1]})" if leading else str(tuple(frame_shape))
+            raise ValueError(f"{label}: shape {arr.shape} does not match the frames; expected {want}")
+    if require_finite and arr.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            raise ValueError(f"{label}: {bad} non-finite value(s) (validation.require_finite_inputs is true)")
+    return arr
+
+
+def flag_nonfinite(data: np.ndarray, dq: np.ndarray) -> int:
+    """Flag non-finite values on usable pixels ``NONFINITE`` (in place); return their count."""
+    finite = np.isfinite(data)
+    if finite.all():
+        return 0
+    bad = ~finite & ((dq & DO_NOT_USE_MASK) == 0)
+    dq[bad] |= int(DQ.NONFINITE)
+    return int(np.count_nonzero(bad))
+
+
+def usable_frame_means(data: np.ndarray, dq: np.ndarray) -> np.ndarray:
+    """Mean of each frame over its pixels not flagged ``DO_NOT_USE`` (NaN for a frame without any)."""
+    good = (dq & DO_NOT_USE_MASK) == 0
+    n = len(data)
+    count = good.reshape(n, -1).sum(axis=1)
+    total = np.where(good, data, 0).reshape(n, -1).sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def check_finite_input(frames: Any, *, stage: str, key: str, require: bool) -> int:
+    """Count non-finite input values on usable pixels; raise when ``require``.
+
+    Raises
+    ------
+    ValueError
+        Naming the stage, the input key, the count and the first frame concerned.
+    """
+    data, dq = frames.data, frames.dq
+    finite = np.isfinite(data)
+    if finite.all():
+        return 0
+    bad = ~finite & ((dq & DO_NOT_USE_MASK) == 0)
+    count = int(np.count_nonzero(bad))
+    if count and require:
+        first = int(frames.start + np.argmax(bad.reshape(len(data), -1).any(axis=1)))
+        raise ValueError(f"{stage}: input '{key}' has {count} non-finite value(s) on usable pixels "
+                         f"(first in frame {first}); validation.require_finite_inputs is true")
+    return count
+
+
+def write_frame_meta(writer: StoreWriter, axis: FrameAxisMeta, frame_shape: tuple[int, int],
+                     wavelength_um: Any = None) -> None:
+    """Put the frame axis, units, frame shape and (AIRS) wavelengths into ``writer.meta``."""
+    writer.meta.update(axis.to_json())
+    writer.meta["units"] = "electron"
+    writer.meta["frame_shape"] = [int(frame_shape[0]), int(frame_shape[1])]
+    if wavelength_um is not None:
+        writer.meta["wavelength_um"] = np.asarray(wavelength_um, float).tolist()
+        writer.meta["wavelength_order"] = "descending (detector columns)"
+
+
+def copy_frame_meta(source: FrameSource, writer: StoreWriter, axis: FrameAxisMeta | None = None) -> None:
+    """Carry an input's frame metadata to the output (optionally with a new axis)."""
+    meta = source.output.meta
+    write_frame_meta(writer, axis if axis is not None else source.axis, source.frame_shape, meta.get("wavelength_um"))
+
+
+def input_read_var(source: FrameSource, calibration: Any, instrument: str) -> tuple[np.ndarray, str]:
+    """Read-noise variance per read (e-^2, in the input's units) and where it came from.
+
+    Detector stages carry a ``read_var`` field (ADC: ``read^2``; flat divides it
+    by ``flat^2``).  Without it (an input not written by these stages) the
+    calibration ``read`` map squared is used.
+    """
+    field = source.output.fields.get("read_var")
+    if field is not None:
+        return np.asarray(field, np.float32), "upstream"
+    read = validate_map(calibration.read, label=map_label(calibration, instrument, "read"),
+                        frame_shape=source.frame_shape, check_shape=True, require_finite=False)
+    return np.square(read.astype(np.float32)), "calibration"
+
+
+def decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[list[float], list[float]]:
+    """Block means of ``(x, y)`` so that at most ``max_points`` remain (non-finite ``y`` dropped).
+
+    Returns plain lists, ready for JSON metrics and ``curve`` plot data.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    keep = np.isfinite(y)
+    x, y = x[keep], y[keep]
+    block = max(1, math.ceil(len(y) / max_points))
+    n = len(y) // block * block
+    if n == 0:
+        return x.tolist(), y.tolist()
+    xs = x[:n].reshape(-1, block).mean(axis=1)
+    ys = y[:n].reshape(-1, block).mean(axis=1)
+    if n < len(y):
+        xs = np.append(xs, x[n:].mean())
+        ys = np.append(ys, y[n:].mean())
+    return xs.tolist(), ys.tolist()
+
+
+def release_pages(*arrays: np.ndarray, frames: slice | None = None) -> None:
+    """Drop the resident pages of memory-mapped arrays from this process.
+
+    Streaming through a ``.npy`` memory map keeps every touched page mapped, so
+    the RSS would grow to the size of the file.  ``MADV_DONTNEED`` on a shared
+    file mapping only unmaps them (dirty pages stay in the page cache and are
+    written back), which keeps the RSS bounded by the chunk size.
+
+    Parameters
+    ----------
+    *arrays : ndarray
+        Memory-mapped arrays or views of them (other arrays are ignored).
+    frames : slice, optional
+        Only the pages of frames ``frames.start:frames.stop`` (axis 0) of a
+        top-level ``numpy.memmap`` -- much cheaper than the whole mapping when
+        called once per chunk (views release their whole mapping).
+    """
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    for arr in arrays:
+        mm = arr
+        while mm is not None and not isinstance(mm, mmap.mmap):
+            mm = getattr(mm, "base", None)
+        if mm is None or mm.closed:
+            continue
+        if frames is None or arr.base is not mm:
+            mm.madvise(mmap.MADV_DONTNEED)
+            continue
+        head = int(getattr(arr, "offset", 0)) % mmap.ALLOCATIONGRANULARITY
+        begin = head + max(frames.start or 0, 0) * arr.strides[0]
+        end = min(len(mm), head + min(frames.stop, len(arr)) * arr.strides[0])
+        begin -= begin % mmap.PAGESIZE
+        if end > begin:
+            mm.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+
+
+def frame_image(output: StoredOutput, index: int, *, title: str, clabel: str = "electrons") -> dict:
+    """``image`` plot data of one stored frame (never a cube)."""
+    data = output.fields["data"]
+    index = int(min(max(index, 0), data.shape[0] - 1))
+    return {"kind": "image", "title": f"{title} (frame {index})", "data": np.array(data[index]),
+            "xlabel": "detector column", "ylabel": "detector row", "clabel": clabel}
+
+
+def _histogram_plot(counts: Iterable[float], edges: Iterable[float], *, title: str, xlabel: str) -> dict:
+    return {"kind": "histogram", "title": title, "xlabel": xlabel,
+            "counts": np.asarray(list(counts)), "edges": np.asarray(list(edges)), "logy": True}
+
+
+# ---------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _AdcSetup:
+    """Everything a chunk needs, resolved once per run."""
+
+    read_var: np.ndarray          #: (H, W) float32, e-^2 per read (plus the reference-offset estimate, once known)
+    coeffs: np.ndarray | None     #: (K, H, W) float32 linear_corr, or None
+    ref_cols: np.ndarray | None   #: (W,) bool reference columns, or None
+
+
+class _AdcAccumulator:
+    """Counters and diagnostic accumulations of one ADC run."""
+
+    def __init__(self, n_frames: int, diagnostics: bool):
+        self.dq = DqTally()
+        self.frame_mean = np.full(n_frames, np.nan) if diagnostics else None
+        self.dn_hist = np.zeros(N_DN_VALUES, np.int64) if diagnostics else None
+        self.hist_frames = 0
+        self.n_zero = self.n_raw_saturated = self.n_raw_pixels = 0
+        self.n_nonlinear = self.n_clamped = self.n_nonfinite = 0
+        self.max_lin_correction = 0.0
+
+
+class AdcStage(Stage):
+    """DN -> electrons with variance and data-quality planes (see the module docstring)."""
+
+    name = "adc"
+    title = "ADC conversion"
+    Config = AdcConfig
+    input_kind = "raw"
+    output_kind = "frames"
+    default_io = ("raw_frames", "adc_corrected")
+
+    def run(self, inp: RawInput, cfg: AdcConfig, ctx: StageContext, writer: StoreWriter) -> dict:
+        planet, inst = ctx.planet, ctx.instrument
+        n = int(inp.n_frames)
+        axis = planet.axis(inst)
+        frame_axis = FrameAxisMeta(np.asarray(axis.time_s, np.float64), np.asarray(axis.exptime_s, np.float64),
+                                   np.asarray(axis.read_kind, np.int8))
+        if len(frame_axis) != n:
+            raise ValueError(f"adc: {inst} frame axis has {len(frame_axis)} entries but the signal has {n} frames")
+        gain, offset, source = resolve_conversion(cfg.conversion, planet, inst)
+        acc = _AdcAccumulator(n, cfg.diagnostics.enabled)
+        dropped = np.zeros(n, bool)
+        planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        setup: _AdcSetup | None = None
+        two_pass = cfg.reference_pixel.use
+        for first, raw in inp.iter_chunks(ctx.chunk_frames):
+            raw = np.asarray(raw)
+            if planes is None:
+                frame_shape = raw.shape[1:]
+                setup = self._setup(cfg, planet, inst, frame_shape)
+                planes = writer.create_frames(n, frame_shape)
+            elif raw.shape[1:] != planes[0].shape[1:]:
+                raise ValueError(f"adc: {inst} chunk at frame {first} has frame shape {raw.shape[1:]}, "
+                                 f"expected {planes[0].shape[1:]}")
+            sl = slice(first, first + len(raw))
+            dq, dropped[sl] = raw_dq(raw, level_dn=cfg.saturation.level_dn)
+            self._count_raw(raw, dq, dropped[sl], acc)
+            for t in frame_tiles(len(raw), raw.shape[1:]):
+                e = dn_to_electrons(raw[t], gain=gain, offset=offset)
+                if two_pass:
+                    planes[0][first + t.start:first + t.stop] = e
+                else:
+                    self._finish(e, dq[t], dropped[sl][t], first + t.start, setup, cfg, planes, acc)
+            if two_pass:
+                planes[2][sl] = dq
+            else:
+                acc.dq.add(dq)
+            release_pages(*planes, frames=sl)
+            ctx.report((sl.stop / n) * (0.5 if two_pass else 1.0), f"{sl.stop}/{n} frames converted")
+        if planes is None:
+            raise ValueError(f"adc: {inst} signal has no frames")
+        offsets = None
+        if two_pass:
+            offsets, estimate_var = self._common_mode(planes[0], setup.ref_cols, frame_axis.read_kind, dropped,
+                                                      cfg, ctx)
+            setup.read_var += np.float32(estimate_var)
+            for start in range(0, n, ctx.chunk_frames):
+                sl = slice(start, min(start + ctx.chunk_frames, n))
+                chunk, dq = np.array(planes[0][sl]), np.array(planes[2][sl])
+                chunk -= offsets[sl, None, None].astype(np.float32)
+                for t in frame_tiles(len(chunk), chunk.shape[1:]):
+                    self._finish(chunk[t], dq[t], dropped[sl][t], start + t.start, setup, cfg, planes, acc)
+                acc.dq.add(dq)
+                release_pages(*planes, frames=sl)
+                ctx.report(0.5 + 0.5 * sl.stop / n, f"{sl.stop}/{n} frames corrected")
+        write_frame_meta(writer, frame_axis, planes[0].shape[1:], getattr(axis, "wavelength_um", None))
+        writer.put("read_var", setup.read_var, "electron2")
+        if setup.ref_cols is not None:
+            writer.put("reference_offset", offsets, "electron")
+        return self._metrics(n, dropped, gain, offset, source, offsets, frame_axis, cfg, acc)
+
+    @staticmethod
+    def _setup(cfg: AdcConfig, planet: Any, inst: str, frame_shape: tuple[int, int]) -> _AdcSetup:
+        cal = planet.calibration(inst)
+        val = cfg.validation
+        read = validate_map(cal.read, label=map_label(cal, inst, "read"), frame_shape=frame_shape,
+                            check_shape=val.check_shape_compatibility, require_finite=val.require_finite_inputs)
+        read_var = np.square(read.astype(np.float32))
+        coeffs = None
+        if cfg.linearization.method == "poly":
+            coeffs = validate_map(cal.linear_corr, label=map_label(cal, inst, "linear_corr"),
+                                  frame_shape=frame_shape, check_shape=val.check_shape_compatibility,
+                                  require_finite=val.require_finite_inputs, leading=True).astype(np.float32)
+        ref_cols = None
+        if cfg.reference_pixel.use:
+            ref_cols = reference_columns(frame_shape[1], cfg.reference_pixel.border_px)
+        return _AdcSetup(read_var, coeffs, ref_cols)
+
+    @staticmethod
+    def _common_mode(data: np.ndarray, ref_cols: np.ndarray, read_kind: np.ndarray, dropped: np.ndarray,
+                     cfg: AdcConfig, ctx: StageContext) -> tuple[np.ndarray, float]:
+        """Per-frame common-mode offsets from the reference columns of the electrons written by pass 1.
+
+        For each read kind, up to :data:`TEMPLATE_FRAMES` evenly spaced live frames
+        give every reference pixel a template (median) and a scatter (MAD); the
+        quiet pixels (scatter <= :data:`QUIET_FACTOR` x the median scatter, i.e. no
+        high read noise or bright wing) enter the per-frame statistic.
+
+        Returns
+        -------
+        offsets : ndarray, shape (n,)
+            Offsets to subtract (e-).
+        estimate_var : float
+            Variance of one offset estimate (e-^2), added to every pixel's read variance.
+        """
+        n = len(dropped)
+        kinds = np.clip(read_kind, 0, 1)
+        levels = np.zeros(n)
+        templates, quiet, estimate_var = [], [], 0.0
+        factor = MEDIAN_VARIANCE_FACTOR if cfg.reference_pixel.strategy == "border_median" else 1.0
+        for kind in (0, 1):
+            live = np.flatnonzero((kinds == kind) & ~dropped)
+            pick = live[np.unique(np.linspace(0, max(live.size - 1, 0), min(live.size, TEMPLATE_FRAMES)).astype(int))]
+            stack = np.asarray(data[pick])[:, :, ref_cols] if pick.size else np.zeros((1, data.shape[1], 1))
+            template = np.median(stack, axis=0)
+            scatter = MAD_TO_SIGMA * np.median(np.abs(stack - template), axis=0)
+            keep = scatter <= QUIET_FACTOR * np.median(scatter)
+            templates.append((template[keep], scatter[keep]))
+            quiet.append(keep)
+            if pick.size:
+                estimate_var = max(estimate_var, factor * float(np.median(scatter[keep])) ** 2 / int(keep.sum()))
+        for start in range(0, n, ctx.chunk_frames):
+            sl = slice(start, min(start + ctx.chunk_frames, n))
+            border = np.asarray(data[sl])[:, :, ref_cols]
+            for kind in (0, 1):
+                sel = np.flatnonzero(kinds[sl] == kind)
+                if sel.size:
+                    levels[start + sel] = reference_levels(border[sel][:, quiet[kind]], *templates[kind],
+                                                           strategy=cfg.reference_pixel.strategy)
+            release_pages(data, frames=sl)
+        return common_mode_offsets(levels, read_kind, ~dropped), estimate_var
+
+    @staticmethod
+    def _count_raw(raw: np.ndarray, dq: np.ndarray, dropped: np.ndarray, acc: _AdcAccumulator) -> None:
+        """Raw pile-up counts (from the raw dq bits) and the sampled raw-DN histogram."""
+        set_values = dq[dq != 0]
+        acc.n_raw_pixels += int((~dropped).sum()) * raw[0].size
+        acc.n_zero += int(np.count_nonzero(set_values & DQ.ADC_FLOOR))
+        acc.n_raw_saturated += int(np.count_nonzero(set_values & DQ.SATURATED))
+        if acc.dn_hist is not None:
+            live = np.flatnonzero(~dropped)
+            acc.hist_frames += live[::HIST_FRAME_STRIDE].size
+            acc.dn_hist += np.bincount(raw[live[::HIST_FRAME_STRIDE]].ravel(), minlength=N_DN_VALUES)
+
+    @staticmethod
+    def _finish(e: np.ndarray, dq: np.ndarray, dropped: np.ndarray, start: int, setup: _AdcSetup, cfg: AdcConfig,
+                planes: tuple[np.ndarray, np.ndarray, np.ndarray], acc: _AdcAccumulator) -> None:
+        """Linearise, flag, clamp and compute the variance of one tile of frames; write it at ``start``.
+
+        Range tests run only when the tile's minimum/maximum say they can hit
+        (NaN or Inf make those non-finite, so they are caught too).
+        """
+        live = ~dropped
+        any_dropped = bool(dropped.any())
+        if setup.coeffs is not None:
+            lin = linearize(e, setup.coeffs)
+            lo, hi = cfg.linearization.valid_min_e, cfg.linearization.valid_max_e
+            e_min, e_max = float(e.min()), float(e.max())
+            if any_dropped or not (lo <= e_min and e_max <= hi):
+                outside = (e < lo) | (e > hi)
+                outside[dropped] = False
+                np.bitwise_or(dq, DQ_DTYPE(DQ.NONLINEAR), out=dq, where=outside)
+                acc.n_nonlinear += int(np.count_nonzero(outside))
+            if acc.frame_mean is not None:
+                usable = (dq & DO_NOT_USE_MASK) == 0
+                acc.max_lin_correction = max(acc.max_lin_correction,
+                                             float(np.max(np.abs(lin - e), where=usable, initial=0.0)))
+            e = lin
+        v_min, v_max = float(e.min()), float(e.max())
+        if not v_max < cfg.saturation.full_well_e:
+            np.bitwise_or(dq, DQ_DTYPE(DQ.SATURATED), out=dq, where=e >= cfg.saturation.full_well_e)
+        if setup.ref_cols is not None:
+            dq[:, :, setup.ref_cols] |= DQ_DTYPE(DQ.REFERENCE)
+        if cfg.clamp.enabled and not (cfg.clamp.min_e <= v_min and v_max <= cfg.clamp.max_e):
+            clipped = (e < cfg.clamp.min_e) | (e > cfg.clamp.max_e)
+            acc.n_clamped += int(np.count_nonzero(clipped[live]))
+            np.clip(e, cfg.clamp.min_e, cfg.clamp.max_e, out=e)
+        var = adc_variance(e, setup.read_var)
+        if any_dropped:
+            e[dropped] = np.nan
+            var[dropped] = np.nan
+        if any_dropped or not (np.isfinite(v_min) and np.isfinite(v_max)):
+            acc.n_nonfinite += flag_nonfinite(e, dq)
+        stop = start + len(e)
+        if acc.frame_mean is not None:
+            acc.frame_mean[start:stop] = usable_frame_means(e, dq)
+        data_p, var_p, dq_p = planes
+        data_p[start:stop], var_p[start:stop], dq_p[start:stop] = e, var, dq
+
+    @staticmethod
+    def _metrics(n: int, dropped: np.ndarray, gain: float, offset: float, source: str,
+                 offsets: np.ndarray | None, axis: FrameAxisMeta, cfg: AdcConfig, acc: _AdcAccumulator) -> dict:
+        n_dropped = int(dropped.sum())
+        dq_counts = acc.dq.counts()
+        raw_px = max(acc.n_raw_pixels, 1)
+        m: dict[str, Any] = {
+            "n_frames_in": n, "n_frames_out": n, "n_nonfinite": acc.n_nonfinite, "dq_counts": dq_counts,
+            "gain": gain, "offset": offset, "conversion_source": source,
+            "n_dropped_frames": n_dropped, "dropped_frame_frac": n_dropped / max(n, 1),
+            "dropped_frames": np.flatnonzero(dropped).tolist(),
+            "n_adc_floor": acc.n_zero, "zero_frac": acc.n_zero / raw_px,
+            "n_raw_saturated": acc.n_raw_saturated, "saturated_frac": acc.n_raw_saturated / raw_px,
+            "n_saturated": dq_counts["SATURATED"],
+            "n_nonlinear": acc.n_nonlinear, "nonlinear_frac": acc.n_nonlinear / raw_px,
+            "linearization": cfg.linearization.method, "max_linearity_correction_e": acc.max_lin_correction,
+            "n_clamped": acc.n_clamped,
+        }
+        if offsets is not None:
+            live = offsets[~dropped]
+            m["reference_offset_std_e"] = float(np.std(live)) if live.size else 0.0
+            m["reference_offset_curve"] = dict(zip(("time_s", "offset_e"),
+                                                   decimate(axis.time_s, offsets, cfg.diagnostics.max_curve_points)))
+        if acc.dn_hist is not None:
+            edges = np.unique(np.round(np.linspace(0, N_DN_VALUES, cfg.diagnostics.hist_bins + 1)).astype(np.int64))
+            m["hist_counts"] = np.add.reduceat(acc.dn_hist, edges[:-1]).tolist()
+            m["hist_edges"] = edges.tolist()
+            m["hist_frames"] = acc.hist_frames
+            for kind, label in ((0, "first"), (1, "signal")):
+                sel = axis.read_kind == kind
+                t, y = decimate(axis.time_s[sel], acc.frame_mean[sel], cfg.diagnostics.max_curve_points)
+                m[f"frame_mean_{label}_curve"] = {"time_s": t, "mean_e": y}
+        return m
+
+    def gates(self, metrics: dict, cfg: AdcConfig) -> list[Gate]:
+        qc = cfg.quality_checks
+        return [
+            gate("zero_pileup", metrics["zero_frac"], "<=", qc.max_zero_frac,
+                 "fraction of raw pixel-reads at 0 DN (ADC floor pile-up)"),
+            gate("saturation_pileup", metrics["saturated_frac"], "<=", qc.max_saturated_frac,
+                 "fraction of raw pixel-reads at/above the ADC ceiling"),
+            gate("dropped_frames", metrics["dropped_frame_frac"], "<=", qc.max_dropped_frame_frac,
+                 "fraction of frames missing from telemetry"),
+            gate("nonlinear_range", metrics["nonlinear_frac"], "<=", qc.max_nonlinear_frac,
+                 "fraction of pixel-reads outside the linearity correction's valid range"),
+        ]
+
+    def diagnostics(self, output: StoredOutput, metrics: dict, ctx: StageContext) -> list[dict]:
+        plots: list[dict] = []
+        if "hist_counts" in metrics:
+            plots.append(_histogram_plot(metrics["hist_counts"], metrics["hist_edges"],
+                                         title=f"Raw counts, every {HIST_FRAME_STRIDE}th read "
+                                               "(zero / saturation pile-ups)", xlabel="DN"))
+        kinds = np.asarray(output.meta.get("frame_read_kind", []))
+        signal = np.flatnonzero(kinds == 1)
+        index = int(signal[len(signal) // 2]) if signal.size else output.fields["data"].shape[0] // 2
+        plots.append(frame_image(output, index, title="Electrons after ADC (signal read)"))
+        for label in ("first", "signal"):
+            curve = metrics.get(f"frame_mean_{label}_curve")
+            if curve:
+                plots.append({"kind": "curve", "title": f"Mean electrons per {label} read (usable pixels)",
+                              "x": curve["time_s"], "y": curve["mean_e"], "xlabel": "time (s)",
+                              "ylabel": "electrons"})
+        if "reference_offset_curve" in metrics:
+            curve = metrics["reference_offset_curve"]
+            plots.append({"kind": "curve", "title": "Reference-pixel common-mode offset", "x": curve["time_s"],
+                          "y": curve["offset_e"], "xlabel": "time (s)", "ylabel": "electrons"})
+        keys = ("gain", "offset", "conversion_source", "linearization", "n_dropped_frames", "n_adc_floor",
+                "n_raw_saturated", "n_saturated", "n_nonlinear", "n_clamped", "max_linearity_correction_e")
+        plots.append({"kind": "table", "title": "ADC summary", "rows": [[k, metrics.get(k)] for k in keys]})
+        return plots
+
+
+STAGE = AdcStage()

@@ -1,0 +1,426 @@
+"""Dark stage: subtract the dark current of each read; find and repair hot pixels.
+
+For every read ``i``: ``data_i -= rate * t_i * k_T`` where ``rate`` is the
+dark-current map (e-/s; the calibration ``dark`` map for ``method: master``, or
+a per-pixel map file for ``method: per_pixel_map``), ``t_i`` the read's
+integration time since the reset (``exptime_s`` of the frame axis: AIRS
+0.1 / 4.6 s, FGS1 0.1 / 0.2 s, the organisers' ``dt``) and ``k_T`` the optional
+temperature factor (1 when the detector is at the map's reference temperature).
+
+Hot (and cold) pixels are the outliers of the dark map under astropy
+``sigma_clip`` (both tails, like the reference ``mask_hot_dead``); they are
+flagged ``HOT`` and/or replaced in every frame by the median of their usable
+8-neighbours (``REPAIRED``).  The variance is not changed by the subtraction
+(the dark charge's Poisson variance is already part of the ADC variance).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from astropy.stats import sigma_clip
+
+from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
+from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
+from ..frames import FrameSource, StoredOutput, StoreWriter
+from .adc import (DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, frame_tiles,
+                  input_read_var, map_label, release_pages, resolve_conversion, usable_frame_means, validate_map)
+from .base import Gate, Stage, StageContext, gate, hist_data
+
+__all__ = [
+    "DarkConfig", "DarkQC", "PerPixelMapConfig", "ConvertUnitsConfig", "ExposureConfig", "TemperatureConfig",
+    "HotPixelConfig",
+    "hot_pixel_mask", "temperature_factor", "subtract_dark", "NeighbourTable", "neighbour_table",
+    "neighbour_median",
+    "DarkStage", "STAGE",
+]
+
+#: Boltzmann constant (eV/K)
+K_BOLTZMANN_EV = 8.617333262e-5
+
+
+# ---------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ConvertUnitsConfig:
+    enabled: bool = opt(False, doc="convert the per-pixel map from per_pixel_map.units to e-/s with the ADC gain")
+
+
+@dataclass
+class PerPixelMapConfig:
+    path: str = opt("", doc="dark-rate map file (.npy or calibration-layout .parquet); empty = the planet's dark map")
+    units: str = opt("e_per_s", choices=("e_per_s", "adu_per_s"), doc="units of the per-pixel map")
+    convert_units: ConvertUnitsConfig = opt(ConvertUnitsConfig, doc="unit conversion of the map")
+
+    def check(self, prefix: str) -> None:
+        if self.units != "e_per_s" and not self.convert_units.enabled:
+            raise ConfigError(f"{prefix}.convert_units.enabled", False,
+                              f"must be true when {prefix}.units is '{self.units}' (the frames are in electrons)")
+
+
+@dataclass
+class ExposureConfig:
+    scale: bool = opt(True, doc="multiply the dark rate by each read's integration time since reset; "
+                                "false: subtract the map as a per-read charge (e-)")
+
+
+@dataclass
+class TemperatureConfig:
+    enabled: bool = opt(False, doc="scale the dark map from ref_temp_k to detector_temp_k")
+    method: str = opt("linear", choices=("linear", "arrhenius"),
+                      doc="linear: 1 + slope_per_k (T - Tref); arrhenius: exp(-Ea/k (1/T - 1/Tref))")
+    ref_temp_k: float = opt(293.15, gt=0, unit="K", doc="detector temperature at which the dark map was measured")
+    detector_temp_k: Optional[float] = opt(None, nullable=True, gt=0, unit="K",
+                                           doc="detector temperature of the visit; null = ref_temp_k (factor 1)")
+    slope_per_k: float = opt(0.10, unit="1/K", doc="relative dark change per kelvin (method linear)")
+    activation_energy_ev: float = opt(0.60, gt=0, unit="eV", doc="activation energy (method arrhenius)")
+
+    def check(self, prefix: str) -> None:
+        if self.enabled and self.method == "linear" and temperature_factor(self) <= 0:
+            raise ConfigError(f"{prefix}.slope_per_k", self.slope_per_k,
+                              "gives a non-positive dark scale factor at detector_temp_k")
+
+
+@dataclass
+class HotPixelConfig:
+    enabled: bool = opt(True, doc="detect hot/cold pixels by sigma-clipping the dark map")
+    sigma: float = opt(5.0, gt=0, doc="clip threshold (standard deviations, both tails)")
+    maxiters: int = opt(5, ge=1, doc="sigma-clipping iterations")
+    action: str = opt("flag_and_repair", choices=("flag", "repair", "flag_and_repair"),
+                      doc="flag: HOT bit; repair: median of usable 8-neighbours per frame (REPAIRED); both")
+
+
+@dataclass
+class DarkQC(QualityChecks):
+    max_hot_frac: float = opt(0.02, ge=0, le=1, doc="max fraction of hot/cold pixels in the dark map")
+    min_residual_level_e: float = opt(-50.0, unit="e-",
+                                      doc="min median (over first reads) of the frame-mean dark-corrected level")
+
+
+@dataclass
+class DarkConfig(StageConfig):
+    io: IOConfig = opt(IOConfig(input_key="adc_corrected", output_key="dark_corrected"), doc="input/output keys")
+    quality_checks: DarkQC = opt(DarkQC, doc="QC gates: hot-pixel fraction, residual level")
+    method: str = opt("master", choices=("master", "per_pixel_map"),
+                      doc="master: the calibration dark map (e-/s); per_pixel_map: the map under per_pixel_map")
+    per_pixel_map: PerPixelMapConfig = opt(PerPixelMapConfig, doc="dark-rate map used by method per_pixel_map")
+    exposure: ExposureConfig = opt(ExposureConfig, doc="exposure scaling")
+    temperature: TemperatureConfig = opt(TemperatureConfig, doc="temperature scaling of the dark map")
+    hot_pixels: HotPixelConfig = opt(HotPixelConfig, doc="hot/cold pixel detection and repair")
+
+
+# ---------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------
+
+
+def hot_pixel_mask(dark: np.ndarray, *, sigma: float = 5.0, maxiters: int = 5) -> np.ndarray:
+    """Outliers of a dark map under iterative sigma clipping (both tails; non-finite values included).
+
+    Parameters
+    ----------
+    dark : ndarray, shape (H, W)
+        Dark-current map (e-/s).
+    sigma : float
+        Clip threshold in standard deviations about the median.
+    maxiters : int
+        Clipping iterations.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+        True for hot/cold pixels (astropy ``sigma_clip(...).mask``).
+    """
+    clipped = sigma_clip(np.asarray(dark, np.float64), sigma=sigma, maxiters=maxiters, masked=True)
+    return np.ma.getmaskarray(clipped).copy()
+
+
+def temperature_factor(cfg: TemperatureConfig) -> float:
+    """Dark scale factor for the detector temperature (1 when disabled or at the reference).
+
+    Parameters
+    ----------
+    cfg : TemperatureConfig
+        ``method``, ``ref_temp_k``, ``detector_temp_k``, ``slope_per_k`` (1/K),
+        ``activation_energy_ev`` (eV).
+
+    Returns
+    -------
+    float
+        Linear: ``1 + slope (T - Tref)``; Arrhenius: ``exp(-Ea/k_B (1/T - 1/Tref))``.
+    """
+    if not cfg.enabled or cfg.detector_temp_k is None:
+        return 1.0
+    t, tref = float(cfg.detector_temp_k), float(cfg.ref_temp_k)
+    if cfg.method == "linear":
+        return 1.0 + cfg.slope_per_k * (t - tref)
+    return math.exp(-cfg.activation_energy_ev / K_BOLTZMANN_EV * (1.0 / t - 1.0 / tref))
+
+
+def subtract_dark(data: np.ndarray, dark: np.ndarray, exptime_s: np.ndarray | None) -> np.ndarray:
+    """Subtract the dark charge of each read, in place.
+
+    Parameters
+    ----------
+    data : ndarray of float32, shape (n, H, W)
+        Reads (e-); modified in place and returned.
+    dark : ndarray, shape (H, W)
+        Dark rate (e-/s) when ``exptime_s`` is given, else dark charge per read (e-).
+    exptime_s : ndarray, shape (n,), or None
+        Integration time of each read since the reset (s).
+
+    Returns
+    -------
+    ndarray of float32, shape (n, H, W)
+        ``data - dark * exptime_s`` (or ``data - dark``).
+    """
+    d = np.asarray(dark, np.float32)
+    if exptime_s is None:
+        data -= d
+    else:
+        data -= d * np.asarray(exptime_s, np.float32)[:, None, None]
+    return data
+
+
+@dataclass
+class NeighbourTable:
+    """The 8-neighbours of a set of pixels to repair."""
+
+    rows: np.ndarray        #: (k,) row of each pixel to repair
+    cols: np.ndarray        #: (k,) column of each pixel to repair
+    nbr_rows: np.ndarray    #: (k, 8) neighbour rows (clipped into the frame)
+    nbr_cols: np.ndarray    #: (k, 8) neighbour columns (clipped into the frame)
+    valid: np.ndarray       #: (k, 8) neighbour inside the frame and statically usable
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def neighbour_table(bad: np.ndarray, usable: np.ndarray) -> NeighbourTable:
+    """Neighbour indices of every ``bad`` pixel, valid where inside the frame and ``usable``.
+
+    Parameters
+    ----------
+    bad : ndarray of bool, shape (H, W)
+        Pixels to repair.
+    usable : ndarray of bool, shape (H, W)
+        Pixels allowed as donors (e.g. neither hot nor dead).
+    """
+    h, w = bad.shape
+    rows, cols = np.nonzero(bad)
+    dr, dc = np.meshgrid([-1, 0, 1], [-1, 0, 1], indexing="ij")
+    keep = (dr != 0) | (dc != 0)
+    nr = rows[:, None] + dr[keep][None, :]
+    nc = cols[:, None] + dc[keep][None, :]
+    inside = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
+    nr, nc = np.clip(nr, 0, h - 1), np.clip(nc, 0, w - 1)
+    return NeighbourTable(rows, cols, nr, nc, inside & usable[nr, nc])
+
+
+def neighbour_median(values: np.ndarray, table: NeighbourTable,
+                     donors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Median of the valid neighbours of each table pixel in each frame.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n, H, W)
+        Frames.
+    table : NeighbourTable
+        From :func:`neighbour_table`.
+    donors : ndarray of bool, shape (n, k, 8), optional
+        Per-frame usability of each neighbour (e.g. not flagged DO_NOT_USE in
+        that frame), combined with ``table.valid``.
+
+    Returns
+    -------
+    median : ndarray of float32, shape (n, k)
+        Median of the valid neighbours (NaN where none is valid).
+    count : ndarray of int, shape (n, k)
+        Number of valid neighbours.
+    """
+    nbr = values[:, table.nbr_rows, table.nbr_cols].astype(np.float32)          # (n, k, 8)
+    valid = np.broadcast_to(table.valid, nbr.shape)
+    if donors is not None:
+        valid = valid & donors
+    valid = valid & np.isfinite(nbr)
+    count = valid.sum(axis=-1)
+    ordered = np.sort(np.where(valid, nbr, np.inf), axis=-1)
+    lo = np.take_along_axis(ordered, np.maximum(count - 1, 0)[..., None] // 2, axis=-1)[..., 0]
+    hi = np.take_along_axis(ordered, (count // 2)[..., None], axis=-1)[..., 0]
+    median = np.where(count > 0, 0.5 * (lo + hi), np.nan).astype(np.float32)
+    return median, count
+
+
+# ---------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------
+
+
+def _load_map_file(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
+    raise ValueError(f"calib.dark.per_pixel_map.path = {str(path)!r}: unsupported file type (use .npy or .parquet)")
+
+
+class DarkStage(Stage):
+    """Dark subtraction with hot-pixel flagging/repair (see the module docstring)."""
+
+    name = "dark"
+    title = "Dark current"
+    Config = DarkConfig
+    input_kind = "frames"
+    output_kind = "frames"
+    default_io = ("adc_corrected", "dark_corrected")
+
+    def run(self, inp: FrameSource, cfg: DarkConfig, ctx: StageContext, writer: StoreWriter) -> dict:
+        inst = ctx.instrument
+        cal = ctx.planet.calibration(inst)
+        shape = inp.frame_shape
+        dark, source, units = self._dark_map(cfg, ctx, cal, shape)
+        t_factor = temperature_factor(cfg.temperature)
+        dark = (dark * t_factor).astype(np.float32)
+        dead = validate_map(cal.dead, label=map_label(cal, inst, "dead"), frame_shape=shape,
+                            check_shape=cfg.validation.check_shape_compatibility, require_finite=False).astype(bool)
+        hot = hot_pixel_mask(dark, sigma=cfg.hot_pixels.sigma, maxiters=cfg.hot_pixels.maxiters) \
+            if cfg.hot_pixels.enabled else np.zeros(shape, bool)
+        flag_hot = cfg.hot_pixels.action in ("flag", "flag_and_repair")
+        repair = cfg.hot_pixels.enabled and cfg.hot_pixels.action in ("repair", "flag_and_repair")
+        table = neighbour_table(hot, ~hot & ~dead)
+        read_var, read_var_source = input_read_var(inp, cal, inst)
+
+        n = inp.n_frames
+        data_p, var_p, dq_p = writer.create_frames(n, shape)
+        tally = DqTally()
+        first_read_levels: list[np.ndarray] = []
+        n_nonfinite = n_bad_input = n_unrepaired = 0
+        for chunk in inp.iter_chunks(ctx.chunk_frames):
+            n_bad_input += check_finite_input(chunk, stage="dark", key=cfg.io.input_key,
+                                              require=cfg.validation.require_finite_inputs)
+            data, var, dq = chunk.data, chunk.var, chunk.dq
+            for t in frame_tiles(len(data), shape):
+                subtract_dark(data[t], dark, chunk.axis.exptime_s[t] if cfg.exposure.scale else None)
+            if flag_hot:
+                dq[:, hot] |= int(DQ.HOT)
+            if repair and len(table):
+                n_unrepaired += self._repair(data, var, dq, table)
+            n_nonfinite += flag_nonfinite(data, dq)
+            first = chunk.axis.read_kind == 0
+            first_read_levels.append(usable_frame_means(data[first], dq[first]))
+            tally.add(dq)
+            sl = slice(chunk.start, chunk.start + len(chunk))
+            data_p[sl], var_p[sl], dq_p[sl] = data, var, dq
+            release_pages(data_p, var_p, dq_p, inp.data, inp.var, inp.dq, frames=sl)
+            ctx.report(sl.stop / n, f"{sl.stop}/{n} frames")
+
+        copy_frame_meta(inp, writer)
+        writer.put("dark_applied", dark, "electron / s" if cfg.exposure.scale else "electron")
+        writer.put("hot_mask", hot.astype(np.uint8), "bool")
+        writer.put("read_var", read_var, "electron2")
+        levels = np.concatenate(first_read_levels) if first_read_levels else np.array([])
+        good = ~hot & ~dead & np.isfinite(dark)
+        median_dark = float(np.median(dark[good])) if good.any() else float("nan")
+        n_hot = int(hot.sum())
+        return {
+            "n_frames_in": n, "n_frames_out": n, "n_nonfinite": n_nonfinite, "dq_counts": tally.counts(),
+            "n_nonfinite_input": n_bad_input,
+            "dark_source": source, "dark_units": units, "temperature_factor": t_factor,
+            "exposure_scaled": cfg.exposure.scale,
+            "dark_median": median_dark,
+            "n_hot": n_hot, "hot_frac": n_hot / hot.size,
+            "n_hot_high": int((hot & (dark > median_dark)).sum()),
+            "n_hot_low": int((hot & ~(dark > median_dark)).sum()),
+            "hot_action": cfg.hot_pixels.action if cfg.hot_pixels.enabled else "none",
+            "n_repaired_pixels": len(table) if repair else 0,
+            "n_unrepaired_pixel_frames": n_unrepaired,
+            "residual_level_e": float(np.median(levels[np.isfinite(levels)])) if np.isfinite(levels).any()
+            else float("nan"),
+            "read_var_source": read_var_source,
+        }
+
+    @staticmethod
+    def _dark_map(cfg: DarkConfig, ctx: StageContext, cal: Any, shape: tuple[int, int]) -> tuple[np.ndarray, str, str]:
+        """The dark map in e-/s (or e- per read), its source and its original units."""
+        inst = ctx.instrument
+        val = cfg.validation
+        if cfg.method == "master" or not cfg.per_pixel_map.path:
+            label = map_label(cal, inst, "dark")
+            raw = cal.dark
+        else:
+            path = Path(cfg.per_pixel_map.path).expanduser()
+            if val.require_existing_paths and not path.is_file():
+                raise FileNotFoundError(f"calib.dark.per_pixel_map.path = {str(path)!r}: no such file")
+            label = f"calib.dark.per_pixel_map.path ({path})"
+            raw = _load_map_file(path)
+        dark = validate_map(raw, label=label, frame_shape=shape, check_shape=val.check_shape_compatibility,
+                            require_finite=val.require_finite_inputs).astype(np.float64)
+        units = "e_per_s"
+        if cfg.method == "per_pixel_map":
+            units = cfg.per_pixel_map.units
+            if cfg.per_pixel_map.convert_units.enabled and units == "adu_per_s":
+                adc_cfg = ctx.stage_cfgs.get("adc")
+                gain, _, _ = resolve_conversion(adc_cfg.conversion if adc_cfg is not None else None, ctx.planet, inst)
+                dark = dark / gain
+        return dark, label, units
+
+    @staticmethod
+    def _repair(data: np.ndarray, var: np.ndarray, dq: np.ndarray, table: NeighbourTable) -> int:
+        """Replace the table pixels by their neighbour medians (in place).
+
+        Returns the number of pixel-frames (dropped frames excluded) left unrepaired for lack of a
+        usable neighbour; those are flagged HOT whatever the action.
+        """
+        donors = (dq[:, table.nbr_rows, table.nbr_cols] & DO_NOT_USE_MASK) == 0
+        new_data, count = neighbour_median(data, table, donors)
+        new_var, _ = neighbour_median(var, table, donors)
+        ok = count > 0
+        rows, cols = table.rows, table.cols
+        live = (dq[:, rows, cols] & int(DQ.DROPPED)) == 0
+        data[:, rows, cols] = np.where(ok, new_data, data[:, rows, cols])
+        var[:, rows, cols] = np.where(ok, new_var, var[:, rows, cols])
+        flags = np.where(ok, DQ.REPAIRED, DQ.HOT).astype(DQ_DTYPE)
+        dq[:, rows, cols] |= flags
+        return int(np.count_nonzero(~ok & live))
+
+    def gates(self, metrics: dict, cfg: DarkConfig) -> list[Gate]:
+        qc = cfg.quality_checks
+        return [
+            gate("hot_pixel_fraction", metrics["hot_frac"], "<=", qc.max_hot_frac,
+                 "fraction of hot/cold pixels in the dark map"),
+            gate("residual_level", metrics["residual_level_e"], ">=", qc.min_residual_level_e,
+                 "median frame-mean level of dark-corrected first reads (negative flood = over-subtraction)"),
+        ]
+
+    def diagnostics(self, output: StoredOutput, metrics: dict, ctx: StageContext) -> list[dict]:
+        dark = np.asarray(output.fields["dark_applied"])
+        hot = np.asarray(output.fields["hot_mask"]).astype(bool)
+        unit = "e-/s" if metrics.get("exposure_scaled", True) else "e-"
+        plots = [
+            {"kind": "image", "title": f"Dark map applied ({unit})", "data": dark, "xlabel": "detector column",
+             "ylabel": "detector row", "clabel": unit},
+            {"kind": "image", "title": f"Hot/cold pixels ({int(hot.sum())})", "data": hot.astype(np.uint8),
+             "xlabel": "detector column", "ylabel": "detector row", "clabel": "flagged"},
+            hist_data(dark.ravel(), bins=128, title="Dark map values", xlabel=unit),
+        ]
+        kinds = np.asarray(output.meta.get("frame_read_kind", []))
+        signal = np.flatnonzero(kinds == 1)
+        index = int(signal[len(signal) // 2]) if signal.size else output.fields["data"].shape[0] // 2
+        plots.append(frame_image(output, index, title="Dark-corrected electrons (signal read)"))
+        keys = ("dark_source", "dark_units", "temperature_factor", "dark_median", "n_hot", "n_hot_high",
+                "n_hot_low", "hot_action", "n_repaired_pixels", "n_unrepaired_pixel_frames", "residual_level_e")
+        plots.append({"kind": "table", "title": "Dark summary", "rows": [[k, metrics.get(k)] for k in keys]})
+        return plots
+
+
+STAGE = DarkStage()
