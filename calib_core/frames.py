@@ -235,7 +235,7 @@ class StoreWriter:
         return (
             self.create("data", shape, np.float32, "electron"),
             self.create("var", shape, np.float32, "electron2"),
-            self.create("dq", shape, DQ_DTYPE, "bitmask (calib_core.dq.DQ)", fill=0),
+            self.create("dq", shape, DQ_DTYPE, "bitmask (calib_core.dq.DQ)"),  # a new .npy map reads as zeros
         )
 
     def put(self, name: str, array: np.ndarray, unit: str = "") -> None:

@@ -1,0 +1,204 @@
+"""Render the engine's plot-data dicts as HoloViews / Panel objects.
+
+The engine (``Stage.diagnostics``) already reduced everything to small arrays:
+histogram counts, one frame, downsampled series.  This module only maps each
+``kind`` to a view and computes nothing:
+
+==============  ==========================================================
+kind            view
+==============  ==========================================================
+``histogram``   :class:`holoviews.Histogram` (``logy`` honoured)
+``image``       :class:`holoviews.Image`: ``data[row, column]`` of a detector,
+                or, when ``x``/``y`` give ``[first, last]`` extents,
+                ``data[x, y]`` (e.g. "time x wavelength")
+``curve``       :class:`holoviews.Curve` with :class:`holoviews.ErrorBars`
+                for ``yerr``; ``overlay`` curves are drawn on top
+``bars``        :class:`holoviews.Bars`
+``table``       an HTML table
+anything else   a labelled block listing the keys (arrays by shape only)
+==============  ==========================================================
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable
+
+import holoviews as hv
+import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh backend the options below belong to)
+import numpy as np
+import panel as pn
+
+__all__ = ["render", "render_element", "PLOT_HEIGHT"]
+
+PLOT_HEIGHT = 300           #: height of every plot (px); widths follow the page
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+_BASE_OPTS = dict(responsive=True, height=PLOT_HEIGHT, tools=["hover"], active_tools=["box_zoom"],
+                  fontsize={"title": "11pt"}, toolbar="above")
+
+
+def _text(plot: dict, key: str, default: str = "") -> str:
+    value = plot.get(key)
+    return default if value is None else str(value)
+
+
+def _dim(label: str, fallback: str) -> hv.Dimension:
+    """A dimension whose name is stable (for hover) and whose label is the engine's text."""
+    label = label or fallback
+    return hv.Dimension(fallback, label=label)
+
+
+def _histogram(plot: dict) -> hv.Element:
+    logy = bool(plot.get("logy"))
+    counts = np.asarray(plot["counts"])
+    element = hv.Histogram((np.asarray(plot["edges"]), counts),
+                           kdims=[_dim(_text(plot, "xlabel"), "x")],
+                           vdims=[_dim(_text(plot, "ylabel", "count"), "count")])
+    opts = dict(_BASE_OPTS, title=_text(plot, "title"), color="#4c72b0", line_color=None, logy=logy)
+    if logy:
+        opts["ylim"] = (0.5, None)
+    return element.opts(**opts)
+
+
+def _span(first: float, last: float) -> tuple[float, float]:
+    """An extent that can be drawn: a single value (one channel, one bin) gets a unit width."""
+    return (first - 0.5, last + 0.5) if first == last else (first, last)
+
+
+def _image(plot: dict) -> hv.Element:
+    data = np.asarray(plot["data"])
+    kdims = [_dim(_text(plot, "xlabel"), "x"), _dim(_text(plot, "ylabel"), "y")]
+    vdims = [_dim(_text(plot, "clabel"), "value")]
+    if plot.get("x") is not None and plot.get("y") is not None:
+        # extents form: data is indexed [x, y] ("time x wavelength"), x/y give [first, last] values
+        (x0, x1), (y0, y1) = (_span(*plot["x"]), _span(*plot["y"]))
+        raster, bounds = data.T, (x0, y0, x1, y1)
+    else:
+        # detector form: data is indexed [row, column] = [y, x], row 0 at the bottom
+        raster = data
+        bounds = tuple(plot["bounds"]) if plot.get("bounds") is not None else (0, 0, data.shape[1], data.shape[0])
+    element = hv.Image(raster[::-1], bounds=bounds, kdims=kdims, vdims=vdims)
+    return element.opts(**_BASE_OPTS, title=_text(plot, "title"), colorbar=True, cmap="viridis",
+                        clabel=_text(plot, "clabel"))
+
+
+def _one_curve(plot: dict, color: str) -> hv.Overlay | hv.Element:
+    kdims = [_dim(_text(plot, "xlabel"), "x")]
+    vdims = [_dim(_text(plot, "ylabel"), "y")]
+    label = _text(plot, "label")
+    x, y = np.asarray(plot["x"]), np.asarray(plot["y"])
+    curve = hv.Curve((x, y), kdims=kdims, vdims=vdims, label=label).opts(color=color, line_width=1.5)
+    if plot.get("yerr") is None:
+        return curve
+    errors = hv.ErrorBars((x, y, np.asarray(plot["yerr"])), kdims=kdims, vdims=[*vdims, "yerr"], label=label)
+    points = hv.Scatter((x, y), kdims=kdims, vdims=vdims, label=label)
+    return errors.opts(color=color, line_color=color, alpha=0.5) * points.opts(color=color, size=4) * curve
+
+
+def _curve(plot: dict) -> hv.Overlay:
+    layers = [_one_curve(plot, _PALETTE[0])]
+    for i, extra in enumerate(plot.get("overlay") or []):
+        merged = {"xlabel": plot.get("xlabel"), "ylabel": plot.get("ylabel"), **extra}
+        layers.append(_one_curve(merged, _PALETTE[(i + 1) % len(_PALETTE)]))
+    overlay = hv.Overlay(layers)
+    show_legend = any(_text(p, "label") for p in [plot, *(plot.get("overlay") or [])])
+    return overlay.opts(**_BASE_OPTS, title=_text(plot, "title"), show_legend=show_legend,
+                        legend_position="top_right")
+
+
+def _bars(plot: dict) -> hv.Element:
+    x = plot.get("x", plot.get("labels"))
+    y = plot.get("y", plot.get("values"))
+    element = hv.Bars((list(map(str, x)), np.asarray(y)), kdims=[_dim(_text(plot, "xlabel"), "x")],
+                      vdims=[_dim(_text(plot, "ylabel"), "y")])
+    return element.opts(**_BASE_OPTS, title=_text(plot, "title"), color="#4c72b0", xrotation=30)
+
+
+_ELEMENTS: dict[str, Callable[[dict], hv.Element]] = {
+    "histogram": _histogram,
+    "image": _image,
+    "curve": _curve,
+    "bars": _bars,
+}
+
+
+def render_element(plot: dict) -> hv.Element | hv.Overlay:
+    """The HoloViews object of a ``histogram``/``image``/``curve``/``bars`` plot dict.
+
+    Raises
+    ------
+    KeyError
+        The kind has no HoloViews element (``table`` and unknown kinds).
+    """
+    return _ELEMENTS[plot["kind"]](plot)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return html.escape(f"[{len(value)} values]")
+    return html.escape(str(value))
+
+
+def _table(plot: dict) -> pn.pane.HTML:
+    rows = "".join(f"<tr><th>{html.escape(str(row[0]))}</th>{''.join(f'<td>{_cell(v)}</td>' for v in row[1:])}</tr>"
+                   for row in plot.get("rows") or [])
+    title = html.escape(_text(plot, "title"))
+    return pn.pane.HTML(f"<div class='diag-table'><div class='diag-title'>{title}</div><table>{rows}</table></div>",
+                        sizing_mode="stretch_width", css_classes=["diag-table-pane"], stylesheets=[_TABLE_CSS])
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array {value.shape} {value.dtype}"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"{type(value).__name__} of {len(value)} values"
+    return repr(value)
+
+
+def _unknown(plot: dict) -> pn.pane.HTML:
+    kind = html.escape(str(plot.get("kind")))
+    items = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_describe(v))}</td></tr>"
+                    for k, v in plot.items() if k not in ("kind", "title"))
+    title = html.escape(_text(plot, "title", "(untitled)"))
+    return pn.pane.HTML(f"<div class='diag-table diag-unknown'><div class='diag-title'>{title} "
+                        f"<span class='diag-kind'>plot kind '{kind}' has no renderer</span></div>"
+                        f"<table>{items}</table></div>", sizing_mode="stretch_width",
+                        css_classes=["diag-unknown-pane"], stylesheets=[_TABLE_CSS])
+
+
+_TABLE_CSS = """
+.diag-table { font-size: 13px; }
+.diag-title { font-weight: 600; margin: 4px 0 6px; }
+.diag-kind { font-weight: 400; color: #a05a00; margin-left: 8px; }
+.diag-table table { border-collapse: collapse; }
+.diag-table th { text-align: left; font-weight: 500; color: #444; padding: 2px 14px 2px 0; }
+.diag-table td { font-family: ui-monospace, monospace; padding: 2px 10px 2px 0; }
+.diag-table tr:nth-child(odd) { background: #f6f7f9; }
+"""
+
+
+def render(plot: dict) -> pn.viewable.Viewable:
+    """A Panel object showing one plot-data dict; unknown kinds become a labelled block, never an error.
+
+    Parameters
+    ----------
+    plot : dict
+        Plot data from :meth:`calib_core.chain.RunResult.diagnostics`.
+
+    Returns
+    -------
+    panel.viewable.Viewable
+    """
+    kind = plot.get("kind")
+    if kind == "table":
+        return _table(plot)
+    if kind in _ELEMENTS:
+        try:
+            element = render_element(plot)
+        except Exception as exc:  # malformed plot data is shown as such, never breaks the page
+            return _unknown({**plot, "kind": f"{kind} (unrenderable: {exc})"})
+        return pn.pane.HoloViews(element, sizing_mode="stretch_width", linked_axes=False,
+                                 css_classes=["diag-plot", f"diag-{kind}"])
+    return _unknown(plot)

@@ -1,0 +1,328 @@
+"""The served app driven in Debian's Chromium through Playwright.
+
+A ``panel serve app/main.py --liveness`` subprocess serves the app with
+``--data-root`` pointing at the small demo planet of ``tests/conftest.py``.
+The tests share one page (a session of the app) and run in file order:
+first render and every tab (screenshots under ``test-artifacts/screenshots/``),
+widget changes in three stages, a re-run from a middle stage, the YAML export,
+a refused value; then two more sessions at once check isolation.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from playwright.sync_api import Page, expect
+
+from app.views import tab_label
+from calib_core.config import compose_config, config_hash
+from calib_core.stages import get_stage
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+RUN_TIMEOUT = 90_000
+NOMINAL = compose_config("calib/nominal")
+WITH_PLOTS = ("adc", "dark", "flat", "cds", "photometry", "trace", "phase", "depths")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    return {**browser_context_args, "accept_downloads": True, "viewport": {"width": 1500, "height": 1050}}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_root, tmp_path_factory):
+    """URL of ``panel serve app/main.py`` started on the small demo planet's data root."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "panel.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(ROOT / "app" / "main.py"),
+                                 "--port", str(port), "--address", "127.0.0.1", "--liveness", "--warm",
+                                 "--args", "--data-root", str(demo_root)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"panel serve exited early:\n{log.read_text()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"panel serve did not come up:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/main"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _goto(browser, url: str) -> tuple[Page, float]:
+    """A new session (its own browser context); returns the page and the start time."""
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1500, "height": 1050})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    t0 = time.perf_counter()
+    page.goto(url)
+    return page, t0
+
+
+def _await_first_run(page: Page, t0: float) -> float:
+    """Seconds from ``t0`` until the session's first run finished and its QC badges are shown."""
+    expect(page.locator(".bk-tab").first).to_be_visible()
+    wait_run(page, 1)
+    expect(page.locator(".qc-badge").first).to_be_visible()
+    return time.perf_counter() - t0
+
+
+FIRST_RENDER_S: list[float] = []
+
+
+@pytest.fixture(scope="module")
+def app_page(browser, app_url):
+    page, t0 = _goto(browser, app_url)
+    FIRST_RENDER_S.append(_await_first_run(page, t0))
+    yield page
+    page.context.close()
+
+
+def wait_run(page: Page, number: int) -> None:
+    expect(page.locator(".run-status")).to_contain_text(f"run #{number} done", timeout=RUN_TIMEOUT)
+
+
+def tab(page: Page, stage: str | None):
+    """The tab header of ``stage`` (None: the summary tab)."""
+    label = "Summary" if stage is None else tab_label(stage)
+    return page.locator(".bk-tab").filter(has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+
+
+def open_tab(page: Page, stage: str | None) -> None:
+    tab(page, stage).click()
+    if stage is not None:
+        expect(page.locator(f".stage-{stage}")).to_contain_text(get_stage(stage).title)
+        expect(page.locator(".cfg-widget").first).to_be_visible()
+
+
+def set_input(page: Page, stage: str, key: str, value: object) -> None:
+    box = page.locator(f".cfg-{stage}-{key.replace('.', '-').replace('_', '-')} input")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def wait_marker(page: Page, stage: str, marker: str, timeout_s: float = 10.0) -> None:
+    """Wait until the tab header of ``stage`` shows ``marker`` (``stale``, ``off`` or none)."""
+    header = tab(page, stage)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        content = header.evaluate("el => getComputedStyle(el, '::after').content")
+        shown = content.strip('"') if content not in ("none", "normal") else ""
+        if shown == marker:
+            return
+        assert time.monotonic() < deadline, f"tab {stage}: marker {shown!r}, expected {marker!r}"
+        page.wait_for_timeout(100)
+
+
+def click_run(page: Page, number: int) -> None:
+    page.locator(".run-chain button").click()
+    wait_run(page, number)
+
+
+_HAS_POINTS_JS = """([start, n]) => {
+    // old figures stay in the document until Bokeh collects them: look at every matching figure
+    for (const doc of Bokeh.documents) for (const m of doc.all_models)
+        if (m.title && m.title.text !== undefined && String(m.title.text).startsWith(start) && m.renderers &&
+            m.renderers.some(r => r.data_source && r.data_source.get_length() === n)) return true;
+    return false; }"""
+
+
+def has_points(page: Page, title_start: str, n: int) -> bool:
+    """Whether a Bokeh figure titled ``title_start...`` has a glyph with ``n`` data points."""
+    return page.evaluate(_HAS_POINTS_JS, [title_start, n])
+
+
+def wait_points(page: Page, title_start: str, n: int) -> None:
+    page.wait_for_function(_HAS_POINTS_JS, arg=[title_start, n], timeout=RUN_TIMEOUT)
+
+
+def plot_titles(page: Page) -> list[str]:
+    return page.evaluate("""() => {
+        const out = [];
+        for (const doc of Bokeh.documents) for (const m of doc.all_models)
+            if (m.type === 'Title' && m.text) out.push(String(m.text));
+        return out;
+    }""")
+
+
+def shot(page: Page, name: str) -> None:
+    """Screenshot of the page scrolled to the top, saved under ``test-artifacts/screenshots/``."""
+    page.evaluate("() => { for (const el of document.querySelectorAll('#main, .main, body')) el.scrollTo(0, 0); }")
+    page.wait_for_timeout(300)
+    page.screenshot(path=SHOTS / name)
+
+
+def report(capsys, text: str) -> None:
+    with capsys.disabled():
+        print(f"\n[app latency] {text}")
+
+
+def test_first_render_and_every_tab(app_page, capsys):
+    page = app_page
+    report(capsys, f"first page with the first run's diagnostics: {FIRST_RENDER_S[0]:.2f} s")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    stages = [str(s) for s in NOMINAL.calib if s not in ("profile", "method")]
+    expect(page.locator(".bk-tab")).to_have_count(len(stages) + 1)
+    for i, stage in enumerate(stages):
+        open_tab(page, stage)
+        expect(page.locator(f".stage-{stage} .chip").first).to_be_visible()
+        if stage in WITH_PLOTS:
+            expect(page.locator(f".gates-{stage} .qc-badge").first).to_be_visible()
+            expect(page.locator(".diag-plot").first).to_be_visible()
+        else:
+            expect(page.locator(".diag-plot, .diag-table-pane, .no-diagnostics").first).to_be_visible()
+        shot(page, f"{i + 1:02d}_{stage}.png")
+    open_tab(page, None)
+    expect(page.locator(".summary")).to_contain_text("run dir")
+    shot(page, f"{len(stages) + 1:02d}_summary.png")
+
+
+def test_widget_changes_in_three_stages_update_plots_and_badges(app_page, capsys):
+    page = app_page
+    # Trace: a QC threshold flips the normalised-median badge from pass to warn
+    open_tab(page, "trace")
+    badge = page.locator(".gates-trace [data-gate='norm_median_offset']")
+    expect(badge).to_have_class("qc-badge qc-pass")
+    set_input(page, "trace", "quality_checks.median_tolerance", 1e-9)
+    expect(page.locator(".stage-trace")).to_contain_text("stale")
+    wait_marker(page, "phase", "stale")
+    click_run(page, 2)
+    wait_marker(page, "phase", "")
+    expect(badge).to_have_class("qc-badge qc-warn")
+    expect(page.locator(".stage-trace")).not_to_contain_text("stale")
+    shot(page, "trace_threshold_warn.png")
+    # Phase: nbins changes the binned light curve; timed from the edit to the updated plot in the browser
+    open_tab(page, "phase")
+    title = "Binned white light"
+    assert has_points(page, title, NOMINAL.calib.phase.binning.nbins)
+    t0 = time.perf_counter()
+    set_input(page, "phase", "binning.nbins", 37)
+    page.locator(".run-chain button").click()
+    wait_points(page, title, 37)
+    latency = time.perf_counter() - t0
+    wait_run(page, 3)
+    report(capsys, f"phase.binning.nbins edit -> Run -> binned curve updated in the browser: {latency:.2f} s")
+    shot(page, "phase_nbins_37.png")
+    # Dark: a lower clip threshold flags more hot pixels (the map's title carries the count)
+    open_tab(page, "dark")
+    before = {t for t in plot_titles(page) if t.startswith("Hot/cold pixels")}
+    assert len(before) == 1
+    set_input(page, "dark", "hot_pixels.sigma", 3.0)
+    click_run(page, 4)
+    page.wait_for_function("(old) => [...Bokeh.documents[0].all_models].some(m => m.type === 'Title' && "
+                           "String(m.text).startsWith('Hot/cold pixels') && m.text !== old)", arg=before.pop())
+
+
+def test_rerun_from_a_middle_stage_keeps_upstream_cached(app_page):
+    page = app_page
+    open_tab(page, "cds")
+    button = page.locator(".rerun-stage button")
+    expect(button).to_contain_text(get_stage("cds").title)
+    button.click()
+    wait_run(page, 5)
+    open_tab(page, None)
+    for stage in ("adc", "dark", "flat"):
+        expect(page.locator(".sum-row.sum-cached", has_text=get_stage(stage).title)).to_have_count(2)
+    for stage in ("cds", "photometry", "trace", "phase"):
+        expect(page.locator(".sum-row.sum-ran", has_text=get_stage(stage).title)).to_have_count(2)
+
+
+def test_export_yaml_holds_the_tuned_profile_and_uploads_back(app_page, tmp_path):
+    page = app_page
+    with page.expect_download() as download:
+        page.locator(".export-yaml button, .export-yaml a").first.click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name.startswith("spectramind_nominal_") and path.suffix == ".yaml"
+    exported = yaml.safe_load(path.read_text())
+    assert exported["calib"]["phase"]["binning"]["nbins"] == 37
+    assert exported["calib"]["dark"]["hot_pixels"]["sigma"] == 3.0
+    assert exported["calib"]["trace"]["quality_checks"]["median_tolerance"] == 1e-9
+    open_tab(page, None)
+    expect(page.locator(".config-hash")).to_contain_text(config_hash(compose_config(str(path))))
+    # upload an edited copy: the profile and its widgets follow the file
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(path.read_text().replace("nbins: 37", "nbins: 55"))
+    page.locator(".upload-profile input[type=file]").set_input_files(edited)
+    expect(page.locator(".summary")).to_contain_text("edited.yaml")
+    open_tab(page, "phase")
+    expect(page.locator(".cfg-phase-binning-nbins input")).to_have_value("55")
+    expect(page.locator(".stage-phase")).to_contain_text("stale")
+
+
+def test_bad_value_shows_an_error_and_the_app_keeps_working(app_page):
+    page = app_page
+    open_tab(page, "adc")
+    set_input(page, "adc", "saturation.full_well_e", 0)
+    alert = page.locator(".config-error")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text("calib.adc.saturation.full_well_e")
+    expect(alert).to_contain_text("must be > 0")
+    expect(page.locator(".cfg-adc-saturation-full-well-e input")).to_have_value("180000")
+    open_tab(page, "flat")
+    set_input(page, "flat", "quality_checks.flat_mean_range", "[0.8,")
+    expect(alert).to_contain_text("not valid YAML")
+    set_input(page, "flat", "quality_checks.flat_mean_range", "[0.7, 1.3]")
+    expect(alert).to_be_hidden()
+    expect(page.locator(".stage-flat")).to_contain_text("stale")
+    shot(page, "after_error_recovered.png")
+
+
+def test_two_sessions_keep_separate_state(browser, app_url):
+    (a, ta), (b, tb) = _goto(browser, app_url), _goto(browser, app_url)
+    try:
+        _await_first_run(a, ta)
+        _await_first_run(b, tb)
+        open_tab(a, "phase")
+        open_tab(b, "phase")
+        set_input(a, "phase", "binning.nbins", 21)
+        click_run(a, 2)
+        nominal = NOMINAL.calib.phase.binning.nbins
+        expect(b.locator(".cfg-phase-binning-nbins input")).to_have_value(str(nominal))
+        wait_points(a, "Binned white light", 21)
+        assert has_points(b, "Binned white light", nominal) and not has_points(b, "Binned white light", 21)
+        wait_marker(b, "phase", "")
+        b.locator(".pick-instrument").get_by_text("FGS1").click()
+        expect(a.locator(".stage-phase")).to_contain_text("AIRS-CH0")
+        expect(b.locator(".stage-phase")).to_contain_text("FGS1")
+    finally:
+        a.context.close()
+        b.context.close()

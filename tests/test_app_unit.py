@@ -1,0 +1,313 @@
+"""The diagnostics app without a browser: schema -> widgets, widget <-> profile binding, YAML export
+round trip, invalid values, data-root restriction, rendering of plot data, session isolation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import pytest
+import yaml
+
+from app.render import render, render_element
+from app.state import DEMO_LABEL, AppState, list_datasets
+from app.views import AppView, gate_level
+from app.widgets import field_specs, format_value, parse_value
+from calib_core.chain import run_chain
+from calib_core.config import compose_config, config_hash, opt
+from calib_core.stages import get_stage
+from calib_core.stages.base import Gate
+
+
+@pytest.fixture
+def state(demo_root, tmp_path):
+    s = AppState(data_root=demo_root, work_dir=tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def ran_state(demo_root, tmp_path_factory):
+    """A session that ran the nominal profile once on the small demo planet."""
+    s = AppState(data_root=demo_root, work_dir=tmp_path_factory.mktemp("ran"))
+    view = AppView(s)
+    assert s.run() is not None, s.error
+    yield s, view
+    s.close()
+
+
+def test_field_specs_follow_the_schema():
+    specs = {s.key: s for s in field_specs(get_stage("adc").Config)}
+    assert specs["enabled"].kind == "bool"
+    assert specs["conversion.source"].kind == "choice"
+    assert specs["conversion.source"].choices == ("adc_info", "value")
+    level = specs["saturation.level_dn"]
+    assert (level.kind, level.start, level.end, level.unit) == ("int", 1, 65535, "DN")
+    assert specs["saturation.full_well_e"].kind == "float" and specs["saturation.full_well_e"].start == 0
+    assert specs["quality_checks.action_on_fail"].choices == ("warn", "error")
+    for name in get_stage("adc").Config.__dataclass_fields__:
+        assert any(k == name or k.startswith(name + ".") for k in specs), name
+
+
+@dataclass
+class _Inner:
+    window_s: Any = opt(None, nullable=True, gt=0, unit="s", doc="nullable number")
+
+
+@dataclass
+class _Schema:
+    mode: str = opt("a", choices=("a", "b"), nullable=True)
+    bands: list = opt(["x"], choices=("x", "y"))
+    edges: list = opt([0.5, 1.5])
+    label: str = opt("")
+    anything: Any = opt(None, nullable=True)
+    inner: _Inner = opt(_Inner)
+
+
+def test_field_kinds_parse_and_format():
+    specs = {s.key: s for s in field_specs(_Schema)}
+    assert {k: s.kind for k, s in specs.items()} == {
+        "mode": "choice", "bands": "multichoice", "edges": "list", "label": "text", "anything": "yaml",
+        "inner.window_s": "yaml"}
+    assert specs["inner.window_s"].label == "window_s [s]" and specs["inner.window_s"].section == "inner"
+    assert format_value(specs["edges"], [0.5, 1.5]) == "[0.5, 1.5]"
+    assert parse_value(specs["edges"], "[0.5, 2]") == [0.5, 2]
+    with pytest.raises(ValueError, match="must be a list"):
+        parse_value(specs["edges"], "3")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        parse_value(specs["anything"], "[1,")
+    assert parse_value(specs["anything"], "") is None and format_value(specs["anything"], None) == ""
+    assert parse_value(specs["anything"], "3.5") == 3.5 and parse_value(specs["anything"], "abc") == "abc"
+    assert format_value(specs["anything"], "yes") == "'yes'"
+    assert parse_value(specs["anything"], format_value(specs["anything"], "yes")) == "yes"
+    assert parse_value(specs["label"], "  ") == ""
+
+
+def test_every_stage_of_every_profile_gets_a_form(demo_root, tmp_path):
+    for profile in ("fast", "nominal", "strict"):
+        s = AppState(data_root=demo_root, work_dir=tmp_path, profile=profile)
+        view = AppView(s)
+        assert list(view.stage_tabs) == s.stages == s.stages_of(compose_config(f"calib/{profile}"))
+        for stage, tab in view.stage_tabs.items():
+            assert set(tab.form.widgets) == {spec.key for spec in field_specs(get_stage(stage).Config)}
+        s.close()
+
+
+def test_widget_change_updates_profile_and_marks_downstream_stale(state):
+    view = AppView(state)
+    state.stale = []
+    nbins = view.stage_tabs["phase"].form.widgets["binning.nbins"]
+    nbins.value = 77
+    assert state.cfg.calib.phase.binning.nbins == 77
+    assert state.stale == state.stages[state.stages.index("phase"):]
+    switch = view.stage_tabs["adc"].form.widgets["reference_pixel.use"]
+    switch.value = not switch.value
+    assert state.cfg.calib.adc.reference_pixel.use is switch.value
+    assert state.stale == state.stages
+
+
+def test_loading_a_profile_sets_the_widgets(state):
+    view = AppView(state)
+    widget = view.stage_tabs["phase"].form.widgets["binning.nbins"]
+    assert widget.value == compose_config("calib/nominal").calib.phase.binning.nbins
+    state.load_profile("strict")
+    strict = compose_config("calib/strict")
+    assert view.stage_tabs["phase"].form.widgets["binning.nbins"].value == strict.calib.phase.binning.nbins
+    assert view.profile_select.value == "strict"
+    state.load_profile("fast")
+    assert list(view.stage_tabs) == state.stages
+    assert "dark" not in view.stage_tabs
+    assert view.stage_tabs["adc"].form.widgets["linearization.method"].value == "none"
+
+
+def test_invalid_values_are_refused_and_reverted(state):
+    view = AppView(state)
+    form = view.stage_tabs["adc"].form
+    before = state.export_yaml()
+    form.widgets["saturation.full_well_e"].value = -5.0
+    assert "calib.adc.saturation.full_well_e" in state.error and "must be > 0" in state.error
+    assert form.widgets["saturation.full_well_e"].value == state.cfg.calib.adc.saturation.full_well_e
+    assert view.alert.visible and "must be > 0" in view.alert.object
+    text_specs = [k for k, w in form.widgets.items() if isinstance(w, pn.widgets.TextInput)]
+    assert text_specs, "adc has a text-edited key"
+    flat = view.stage_tabs["flat"].form
+    flat.widgets["quality_checks.flat_mean_range"].value = "[0.8, "
+    assert "not valid YAML" in state.error
+    assert flat.widgets["quality_checks.flat_mean_range"].value == "[0.8, 1.2]"
+    assert state.export_yaml() == before
+    form.widgets["saturation.full_well_e"].value = 1.5e5          # the app keeps working
+    assert state.error == "" and not view.alert.visible
+    assert state.cfg.calib.adc.saturation.full_well_e == 1.5e5
+
+
+def test_yaml_export_round_trip(state, tmp_path):
+    view = AppView(state)
+    view.stage_tabs["phase"].form.widgets["binning.nbins"].value = 64
+    view.stage_tabs["adc"].form.widgets["quality_checks.max_zero_frac"].value = 0.02
+    path = tmp_path / state.export_filename
+    path.write_text(view._export().read())
+    loaded = yaml.safe_load(path.read_text())
+    assert loaded["calib"]["phase"]["binning"]["nbins"] == 64
+    assert loaded["calib"]["adc"]["quality_checks"]["max_zero_frac"] == 0.02
+    assert loaded["data"]["root"] == str(state.data_root)
+    assert config_hash(compose_config(str(path))) == state.config_hash
+    other = AppState(data_root=state.data_root, work_dir=tmp_path)
+    other_view = AppView(other)
+    assert other.load_profile_file(path.name, path.read_bytes())
+    assert other.config_hash == state.config_hash
+    assert other_view.stage_tabs["phase"].form.widgets["binning.nbins"].value == 64
+    assert other_view.profile_select.value == path.name == other.profile
+    other.close()
+
+
+def test_exported_profile_reproduces_the_apps_run_on_the_command_line(ran_state, tmp_path):
+    state, _ = ran_state
+    path = tmp_path / "exported.yaml"
+    path.write_text(state.export_yaml())
+    out = subprocess.run([sys.executable, "-m", "calib_core.cli", "calibrate", "--config-name", str(path),
+                          f"run_dir={tmp_path / 'cli_run'}"], capture_output=True, text=True, check=True).stdout
+    assert f"config_hash: {state.result.config_hash[:16]}" in out
+    assert state.result.config_hash == state.config_hash
+    app_csv = (state.result.run_dir / "depths.csv").read_text()
+    assert (tmp_path / "cli_run" / "depths.csv").read_text() == app_csv
+
+
+def test_uploaded_profile_cannot_point_outside_the_data_root(state, tmp_path):
+    cfg_text = state.export_yaml().replace(f"root: {state.data_root}", "root: /etc")
+    assert "root: /etc" in cfg_text
+    assert state.load_profile_file("evil.yaml", cfg_text.encode())
+    assert state.cfg.data.root == str(state.data_root)
+    with pytest.raises(ValueError):
+        state.dataset = "/etc"
+    assert not state.load_profile_file("broken.yaml", b"calib: [1, 2]")
+    assert "broken.yaml" in state.error
+    assert not state.load_profile_file("unknown.yaml", b"calib:\n  adc:\n    nope: 1\n")
+    assert "calib.adc.nope" in state.error
+    assert state.cfg.data.root == str(state.data_root)
+
+
+def test_datasets_are_limited_to_the_data_root(demo_root):
+    labels = [d.label for d in list_datasets(demo_root)]
+    assert labels[0] == DEMO_LABEL and len(labels) == 2 and labels[1].startswith("train/")
+    assert [d.label for d in list_datasets(None)] == [DEMO_LABEL]
+
+
+def test_sessions_are_isolated(demo_root, tmp_path):
+    a = AppState(data_root=demo_root, work_dir=tmp_path)
+    b = AppState(work_dir=tmp_path)
+    va, vb = AppView(a), AppView(b)
+    va.stage_tabs["phase"].form.widgets["binning.nbins"].value = 33
+    assert b.cfg.calib.phase.binning.nbins != 33
+    assert vb.stage_tabs["phase"].form.widgets["binning.nbins"].value != 33
+    assert a.run_dir != b.run_dir and a.run_dir.is_dir() and b.run_dir.is_dir()
+    assert b.param.dataset.objects == [DEMO_LABEL] and len(a.param.dataset.objects) == 2
+    assert a.cfg is not b.cfg and va.stage_tabs["adc"].form.widgets is not vb.stage_tabs["adc"].form.widgets
+    a.close()
+    assert not a.run_dir.exists() and b.run_dir.is_dir()
+    b.close()
+
+
+def test_rerun_from_a_middle_stage_recomputes_only_downstream(ran_state):
+    state, _ = ran_state
+    result = state.run(from_stage="cds")
+    statuses = {(r.stage, r.instrument): r.status for r in result.records}
+    order = state.enabled
+    for (stage, _), status in statuses.items():
+        expected = "ran" if order.index(stage) >= order.index("cds") else "cached"
+        assert status == expected, (stage, status)
+
+
+def test_late_change_reruns_only_downstream_and_qc_threshold_flips_badge(ran_state):
+    state, view = ran_state
+    state.run()
+    view.stage_tabs["phase"].form.widgets["binning.nbins"].value = 40
+    result = state.run()
+    ran = {r.stage for r in result.records if r.status == "ran"}
+    assert "phase" in ran and not ran & {"adc", "dark", "flat", "cds", "photometry", "trace"}
+    tab = view.stage_tabs["adc"]
+    tab.refresh_status()
+    assert "qc-pass" in tab.badges.object and "data-gate='saturation_pileup'" in tab.badges.object
+    tab.form.widgets["quality_checks.max_saturated_frac"].value = 0.0
+    assert state.stale[0] == "adc"
+    state.run()
+    gate = next(g for g in state.record("adc").gates if g.name == "saturation_pileup")
+    assert gate_level(gate) == "warn"
+    assert "qc-warn" in tab.badges.object
+
+
+def test_error_gate_stops_the_run_and_shows_fail(ran_state):
+    state, view = ran_state
+    form = view.stage_tabs["trace"].form
+    form.widgets["quality_checks.action_on_fail"].value = "error"
+    form.widgets["quality_checks.median_tolerance"].value = 1e-12
+    result = state.run()
+    assert result.status == "failed" and "norm_median_offset" in state.error
+    assert state.progress.text.endswith("failed")
+    failed = next(r for r in result.records if r.status == "failed")
+    assert failed.stage == "trace"
+    state.instrument = failed.instrument
+    gate = next(g for g in state.record("trace").gates if g.name == "norm_median_offset")
+    assert gate_level(gate) == "fail"
+    assert state.stale[0] == "trace"
+    view.stage_tabs["trace"].refresh_status()
+    assert "qc-fail" in view.stage_tabs["trace"].badges.object
+    form.widgets["quality_checks.action_on_fail"].value = "warn"
+    assert state.run().status == "ok" and state.stale == [] and state.error == ""
+    state.instrument = "AIRS-CH0"
+
+
+def test_gate_levels():
+    assert gate_level(Gate("g", 0.1, "< 1", True)) == "pass"
+    assert gate_level(Gate("g", 2.0, "< 1", False, action="warn")) == "warn"
+    assert gate_level(Gate("g", 2.0, "< 1", False, action="error")) == "fail"
+
+
+def test_render_every_kind():
+    hist = {"kind": "histogram", "title": "h", "xlabel": "DN", "counts": np.array([1, 0, 5]),
+            "edges": np.arange(4.0), "logy": True}
+    assert isinstance(render_element(hist), hv.Histogram)
+    img = {"kind": "image", "title": "i", "data": np.zeros((4, 6)), "xlabel": "col", "ylabel": "row", "clabel": "e-"}
+    assert isinstance(render_element(img), hv.Image)
+    extents = render_element(dict(img, x=[0.0, 2.0], y=[1.0, 5.0]))
+    assert extents.data.shape == (6, 4)
+    assert extents.bounds.lbrt() == (0.0, 1.0, 2.0, 5.0)
+    curve = {"kind": "curve", "title": "c", "x": np.arange(5.0), "y": np.ones(5), "yerr": np.full(5, 0.1),
+             "xlabel": "phase", "ylabel": "flux", "label": "binned",
+             "overlay": [{"x": np.arange(5.0), "y": np.zeros(5), "label": "truth"}]}
+    overlay = render_element(curve)
+    assert isinstance(overlay, hv.Overlay)
+    assert {type(el) for el in overlay} >= {hv.Curve, hv.ErrorBars}
+    bars = {"kind": "bars", "title": "b", "x": ["a", "b"], "y": [1, 2]}
+    assert isinstance(render_element(bars), hv.Bars)
+    for plot in (hist, img, curve, bars):
+        assert isinstance(render(plot), pn.pane.HoloViews)
+    table = render({"kind": "table", "title": "t", "rows": [["gain", 0.4369], ["<b>", "x"]]})
+    assert "0.4369" in table.object and "&lt;b&gt;" in table.object
+    unknown = render({"kind": "sankey", "title": "s", "data": np.zeros((1000, 1000))})
+    assert "has no renderer" in unknown.object and "array (1000, 1000)" in unknown.object
+    assert len(unknown.object) < 2000
+    broken = render({"kind": "curve", "title": "no y"})
+    assert "has no renderer" in broken.object
+
+
+def test_every_stage_tab_renders_its_diagnostics(ran_state):
+    state, view = ran_state
+    for instrument in ("AIRS-CH0", "FGS1"):
+        state.instrument = instrument
+        for stage, tab in view.stage_tabs.items():
+            if stage not in state.enabled:
+                continue
+            tab.refresh_plots()
+            shown = [*tab.plots.objects, *tab.tables.objects]
+            assert shown, (stage, instrument)
+            for row in tab.plots.objects:
+                for pane in row:
+                    pane.get_root()
+    view.tabs.active = len(view.stage_tabs)
+    assert state.config_hash in view.summary.pane.object
+    assert str(state.run_dir) in view.summary.pane.object
