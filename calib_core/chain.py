@@ -19,6 +19,7 @@ It holds no numerics: each stage's ``run`` does the work (see
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -34,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config.compose import ValidatedConfig, config_hash, config_to_yaml, validate_config
 from .frames import StoredOutput, StoreWriter, atomic_write_json, atomic_write_text, load_output
+from .io.kaggle import CALIBRATION_NAMES, DataLayoutError
 from .stages import QCError, get_stage
 from .stages.base import Gate, RawInput, StageContext
 
@@ -140,10 +142,14 @@ def input_checksums(planet, instruments: list[str], cache_file: Path) -> dict[st
     files: dict[str, Path] = {}
     for inst in instruments:
         files[f"{inst}/signal"] = planet.signal_path(inst)
-        for name, p in planet.calibration(inst).paths.items():
-            files[f"{inst}/{name}"] = Path(p)
+        for name in CALIBRATION_NAMES:
+            files[f"{inst}/{name}"] = planet.calibration_dir(inst) / f"{name}.parquet"
     for name, p in planet.metadata_paths().items():
         files[name] = Path(p)
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise DataLayoutError(f"{missing[0]}: input file not found" + (f" (and {len(missing) - 1} more)"
+                                                                       if len(missing) > 1 else ""))
     sums = {name: _sha256(p, cache) for name, p in sorted(files.items())}
     atomic_write_json(cache_file, cache)
     return sums
@@ -174,6 +180,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
@@ -229,8 +236,10 @@ class _Runner:
         if cached is not None and cached.meta.get("cache_key") == key:
             rec.status = "cached"
             rec.metrics = cached.meta.get("metrics", {})
-            rec.gates = [Gate(**g) for g in cached.meta.get("gates", [])]
+            # thresholds are not part of the key: judge the stored metrics with today's gates
+            rec.gates = self._gates(stage, cfg, rec.metrics)
             self.records.append(rec)
+            self._raise_on_error_gate(rec)
             self._report(name, inst, 1.0, "cached")
             return cached
         ctx = StageContext(
@@ -244,15 +253,10 @@ class _Runner:
             rec.seconds = round(time.perf_counter() - t0, 3)
             rec.metrics = metrics
             rec.gates = self._gates(stage, cfg, metrics)
-            failed = [g for g in rec.gates if not g.passed and g.action == "error"]
-            if failed:
-                rec.status = "failed"
-                rec.output_dir = None
+            if any(not g.passed and g.action == "error" for g in rec.gates):
+                rec.status, rec.output_dir = "failed", None
                 self.records.append(rec)
-                g = failed[0]
-                raise QCError(f"QC gate '{g.name}' of stage '{name}'"
-                              f"{' (' + inst + ')' if inst else ''} failed: value {g.value} not {g.threshold}"
-                              f"{' - ' + g.message if g.message else ''}")
+                self._raise_on_error_gate(rec)      # the writer's temporary output is discarded on exit
             output = writer.commit({
                 "stage": name, "instrument": inst, "cache_key": key, "seconds": rec.seconds,
                 "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
@@ -261,6 +265,15 @@ class _Runner:
         self.records.append(rec)
         self._report(name, inst, 1.0, f"done in {rec.seconds:.2f} s")
         return output
+
+    @staticmethod
+    def _raise_on_error_gate(rec: StageRecord) -> None:
+        failed = [g for g in rec.gates if not g.passed and g.action == "error"]
+        if failed:
+            g = failed[0]
+            where = f" ({rec.instrument})" if rec.instrument else ""
+            raise QCError(f"QC gate '{g.name}' of stage '{rec.stage}'{where} failed: value {g.value} not "
+                          f"{g.threshold}{' - ' + g.message if g.message else ''}")
 
     def _gates(self, stage, cfg, metrics: dict) -> list[Gate]:
         qc = cfg.quality_checks

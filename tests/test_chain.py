@@ -66,6 +66,12 @@ def test_rerun_hits_cache_and_upstream_change_invalidates_downstream_only(demo_r
     qc_only = run_chain(_cfg(demo_root, tmp_path, *base, "calib.flat.min_flat=0.2",
                              "calib.cds.quality_checks.action_on_fail=error"))
     assert {r.status for r in qc_only.records} == {"cached"}
+    # ...but cached outputs are judged by the current thresholds, not the stored verdicts
+    stricter = run_chain(_cfg(demo_root, tmp_path, *base, "calib.flat.min_flat=0.2",
+                              "calib.flat.quality_checks.max_zero_frac=-1.0"))
+    flat = stricter.record("flat", "AIRS-CH0")
+    assert flat.status == "cached"
+    assert [g.passed for g in flat.gates if g.name == "flat_zero_fraction"] == [False]
     forced = run_chain(_cfg(demo_root, tmp_path, *base, "calib.flat.min_flat=0.2", "runtime.from_stage=dark"))
     assert {r.stage: r.status for r in forced.records} == {"adc": "cached", "dark": "ran", "flat": "ran",
                                                           "cds": "ran"}

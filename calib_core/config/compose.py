@@ -164,7 +164,7 @@ def _load_file(path: Path, overrides: Sequence[str]) -> DictConfig:
         cfg = OmegaConf.load(path)
     except Exception as exc:  # yaml errors come in many types
         raise ConfigError(str(path), "(file)", f"not a readable YAML profile: {exc}") from None
-    if not isinstance(cfg, DictConfig) or "calib" not in cfg:
+    if not isinstance(cfg, DictConfig) or not isinstance(cfg.get("calib"), DictConfig):
         raise ConfigError(str(path), "(file)", "a profile needs a top-level 'calib' section")
     base = OmegaConf.create({
         "data": OmegaConf.structured(DataConfig), "runtime": OmegaConf.structured(RuntimeConfig),
