@@ -63,7 +63,7 @@ def _header(result, payload: dict) -> pn.pane.HTML:
 def _stage_section(result, record) -> list[Any]:
     where = record.instrument or "planet"
     badges = " ".join(gate_badge(g) for g in record.gates) or "<i>no gates</i>"
-    head = (f"<h2>{html.escape(record.stage)} · {html.escape(where)}</h2>"
+    head = (f"<h2>Stage {html.escape(record.stage)} ({html.escape(where)})</h2>"
             f"<p>status: <b>{record.status}</b> ({record.seconds:.2f} s) {html.escape(record.reason)}</p>"
             f"<p>{badges}</p>")
     scalars = {k: v for k, v in record.metrics.items() if isinstance(v, (int, float, str, bool))}

@@ -34,7 +34,7 @@ def test_strict_audit_on_the_demo_planet_passes_and_reports(tmp_path, capsys):
     assert not re.search(r'<link[^>]*href="https?://', page)
     assert "Bokeh" in page
     for stage in ("adc", "dark", "flat", "cds", "photometry", "trace", "phase", "depths"):
-        assert f"{stage} · " in page
+        assert f"Stage {stage} (" in page
     assert "Transmission spectrum" in page
 
 
