@@ -22,7 +22,6 @@ import glob
 import io
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..frames import atomic_write_text
+from ..frames import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "InputError",
@@ -352,17 +351,6 @@ def align_targets(preds: Predictions, targets: Targets) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _submission_frame(ids: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> pd.DataFrame:
     n_bins = mu.shape[1]
     columns = {"planet_id": ids}
@@ -404,5 +392,5 @@ def write_predictions(preds: Predictions, mu: np.ndarray, sigma: np.ndarray, out
     else:
         torch = _torch()            # present: the .pt input was read with it
         torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}, buffer)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return path
