@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import socket
+import sys
 from pathlib import Path
 
 __all__ = ["serve", "APP_PATH"]
@@ -15,6 +17,11 @@ def _free_port(address: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((address, 0))
         return sock.getsockname()[1]
+
+
+def _has_display() -> bool:
+    """A browser window can open here (a desktop session, not a headless server or container)."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def serve(port: int = 5006, address: str = "127.0.0.1", data_root: str | Path | None = None,
@@ -31,7 +38,8 @@ def serve(port: int = 5006, address: str = "127.0.0.1", data_root: str | Path | 
         Kaggle-layout dataset root whose planets may be opened; nothing outside it is read
         (the demo planet is always offered).
     show : bool
-        Open the app in a browser tab.
+        Open the app in a browser tab (only where a display exists: on a headless machine the
+        printed URL is the way in).
 
     Returns
     -------
@@ -62,7 +70,7 @@ def serve(port: int = 5006, address: str = "127.0.0.1", data_root: str | Path | 
                       websocket_origin=origins, show=False, start=False, title=TITLE, liveness=True,
                       verbose=False)
     print(f"SpectraMind diagnostics app: http://{address}:{server.port}/{APP_PATH}", flush=True)
-    if show:
+    if show and _has_display():
         server.io_loop.add_callback(server.show, f"/{APP_PATH}")
     server.start()
     try:
