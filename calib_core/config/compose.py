@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,9 +227,15 @@ def compose_config(config_name: str = "calib/nominal", overrides: Sequence[str] 
 # ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def _schema_node(schema: type) -> DictConfig:
+    """The structured-config node of a schema (built once: ``merge`` never mutates it)."""
+    return OmegaConf.structured(schema)
+
+
 def _typed_section(schema: type, section: Any, prefix: str) -> Any:
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), section)
+        merged = OmegaConf.merge(_schema_node(schema), section)
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         sub = getattr(exc, "full_key", None) or getattr(exc, "key", None) or ""
