@@ -84,6 +84,11 @@ def _print_summary(result) -> None:
     if (result.run_dir / "depths.csv").exists():
         outputs.append("depths.csv")
     print("outputs: " + ", ".join(outputs))
+    depths = result.record("depths")
+    if depths is not None and "residual_z_std" in depths.metrics:
+        m = depths.metrics
+        print(f"depths vs truth: white-light z {m['z_white']:+.2f}, per-channel (mu - truth)/sigma "
+              f"mean {m['residual_z_mean']:+.2f} std {m['residual_z_std']:.2f}, t0 {m['t0_h']:.3f} h")
     print(f"status: {result.status}  config_hash: {result.config_hash[:16]}")
 
 
