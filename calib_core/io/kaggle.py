@@ -58,7 +58,7 @@ _AXIS_FILE = "axis_info.parquet"
 _WAVELENGTH_FILE = "wavelengths.csv"
 _ADC_FILE_2025 = "adc_info.csv"
 _STAR_INFO_KEYS = ("Rs", "Ms", "Ts", "Mp", "e", "P", "sma", "i")
-_MIN_BATCH_FRAMES = 256  # parquet batches are never smaller: per-batch cost is ~0.1 s on 11392-column files
+_MIN_BATCH_FRAMES = 2048  # parquet batches are never smaller: each costs ~0.2-0.3 s on 11392-column files (~250 MB peak for AIRS)
 
 
 class DataLayoutError(ValueError):
