@@ -14,7 +14,7 @@ from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DQ, count_bits
 from calib_core.io import load_truth, open_planet
 from calib_core.io.demo import DEMO_PLANET_ID
-from calib_core.stages import adc
+from calib_core.stages import adc, common
 from calib_core.stages.base import RawInput
 
 
@@ -114,14 +114,14 @@ def test_adc_variance_is_read_noise_plus_poisson():
 def test_dq_tally_equals_count_bits():
     rng = np.random.default_rng(3)
     chunks = [rng.integers(0, 1 << 13, (4, 3, 5)).astype(np.uint16) for _ in range(3)]
-    tally = adc.DqTally()
+    tally = common.DqTally()
     for c in chunks:
         tally.add(c)
     assert tally.counts() == count_bits(np.concatenate(chunks))
 
 
 def test_decimate_block_means():
-    x, y = adc.decimate(np.arange(10.0), np.arange(10.0), 4)
+    x, y = common.decimate(np.arange(10.0), np.arange(10.0), 4)
     assert len(x) <= 4 + 1 and x == y and x[0] == 1.0
 
 

@@ -50,8 +50,7 @@ import numpy as np
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
 from ..frames import FrameAxisMeta, FrameSource, StoredOutput, StoreWriter
-from .adc import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, decimate, flag_nonfinite, frame_image,
-                  input_read_var, release_pages)
+from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, decimate, flag_nonfinite, frame_image, input_read_var, release_pages)
 from .base import Gate, Stage, StageContext, gate
 
 __all__ = [

@@ -27,8 +27,8 @@ from astropy.stats import sigma_clip
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
 from ..frames import FrameSource, StoredOutput, StoreWriter
-from .adc import (DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, frame_tiles,
-                  input_read_var, map_label, release_pages, resolve_conversion, usable_frame_means, validate_map)
+from .adc import resolve_conversion
+from .common import (DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, frame_tiles, input_read_var, map_label, release_pages, usable_frame_means, validate_map)
 from .base import Gate, Stage, StageContext, gate, hist_data
 
 __all__ = [

@@ -27,8 +27,7 @@ from scipy.interpolate import BSpline
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DQ, DQ_DTYPE
 from ..frames import FrameSource, StoredOutput, StoreWriter
-from .adc import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image,
-                  input_read_var, map_label, release_pages, validate_map)
+from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, input_read_var, map_label, release_pages, validate_map)
 from .base import Gate, Stage, StageContext, gate, hist_data
 
 __all__ = [

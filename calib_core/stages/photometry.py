@@ -45,7 +45,7 @@ from ..photometry.fgs import FGS_BACKGROUNDS, fgs_reference, measure_fgs
 from ..photometry.flags import FLAG_DTYPE, PhotFlag, flag_bits, flag_counts
 from ..photometry.pairs import SampleChunk, SampleLayout, load_samples, sample_layout
 from ..photometry.psf import PSF_MODELS
-from .adc import check_finite_input, decimate, release_pages
+from .common import (check_finite_input, decimate, release_pages)
 from .base import Gate, Stage, StageContext, gate, hist_data
 
 __all__ = [
