@@ -335,10 +335,8 @@ class _Runner:
 
     @staticmethod
     def _as_input(name: str, inp: Any) -> Any:
-        kind = get_stage(name).input_kind
-        if isinstance(inp, StoredOutput) and kind == "frames":
-            return inp.frames()
-        if isinstance(inp, StoredOutput) and kind == "any" and "data" in inp.fields:
+        """Frame stages read a stored output through a chunked :class:`FrameSource`."""
+        if isinstance(inp, StoredOutput) and get_stage(name).input_kind == "frames":
             return inp.frames()
         return inp
 

@@ -11,6 +11,9 @@ files that look complete.
 On-disk layout of one stage output (``run_dir/calib/<stage>/<instrument>/``)::
 
     data.npy  var.npy  dq.npy      # frame stages: (n_frames, H, W) float32/float32/uint16
+    read_var.npy                   # frame stages: (H, W) read-noise variance of one output frame
+                                   # (CDS needs it: its variance counts both reads' read noise plus
+                                   # the Poisson variance of the increment only)
     <field>.npy                    # series stages: photometry_flux, ... (see meta.json)
     meta.json                      # written last: fields, shapes, dtypes, units,
                                    # frame times, wavelength order, cache key
@@ -226,11 +229,9 @@ class StoreWriter:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def create(self, name: str, shape: tuple, dtype: Any, unit: str = "", fill: Any = None) -> np.ndarray:
-        """Create a writable ``.npy`` memory map for field ``name``."""
+    def create(self, name: str, shape: tuple, dtype: Any, unit: str = "") -> np.ndarray:
+        """Create a writable, zero-filled ``.npy`` memory map for field ``name``."""
         arr = np.lib.format.open_memmap(self.tmp_dir / f"{name}.npy", mode="w+", dtype=dtype, shape=tuple(shape))
-        if fill is not None:
-            arr[...] = fill
         self._maps[name] = arr
         self.fields[name] = {"shape": list(shape), "dtype": np.dtype(dtype).name, "unit": unit}
         return arr
@@ -241,7 +242,7 @@ class StoreWriter:
         return (
             self.create("data", shape, np.float32, "electron"),
             self.create("var", shape, np.float32, "electron2"),
-            self.create("dq", shape, DQ_DTYPE, "bitmask (calib_core.dq.DQ)"),  # a new .npy map reads as zeros
+            self.create("dq", shape, DQ_DTYPE, "bitmask (calib_core.dq.DQ)"),
         )
 
     def put(self, name: str, array: np.ndarray, unit: str = "") -> None:

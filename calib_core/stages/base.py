@@ -103,7 +103,6 @@ class StageContext:
     chunk_frames: int = 1024                      #: frames per streamed chunk (bounded memory)
     upstream: dict[tuple[str, str | None], "StoredOutput"] = field(default_factory=dict)
     progress: Callable[[float, str], None] | None = None   #: callback(fraction 0..1, message)
-    extra: dict[str, Any] = field(default_factory=dict)     #: runner-level settings (e.g. ephemeris overrides)
 
     def report(self, fraction: float, message: str = "") -> None:
         if self.progress is not None:
@@ -121,7 +120,7 @@ class Stage(abc.ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     Config: ClassVar[type]
-    input_kind: ClassVar[str] = "frames"      # "raw" | "frames" | "series" | "any"
+    input_kind: ClassVar[str] = "frames"      # "raw" | "frames" | "series"
     output_kind: ClassVar[str] = "frames"     # "frames" | "series"
     scope: ClassVar[str] = "instrument"       # "instrument" | "planet"
     default_io: ClassVar[tuple[str, str]] = ("", "")
