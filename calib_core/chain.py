@@ -430,6 +430,7 @@ def _write_run_files(result: RunResult, vc: ValidatedConfig, planet, checksums: 
         "seconds": round(seconds, 3),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    line = _summary_line(result, vc, planet.planet_id, seconds)
-    with open(run_dir / "debug_log.md", "a") as fh:
-        fh.write(line + "\n")
+    # rewritten, never appended in place: a run directory may share inodes with another (hard-linked copies)
+    log = run_dir / "debug_log.md"
+    previous = log.read_text() if log.is_file() else ""
+    atomic_write_text(log, previous + _summary_line(result, vc, planet.planet_id, seconds) + "\n")
