@@ -317,7 +317,7 @@ def test_cds_config_errors():
     with pytest.raises(ConfigError, match=r"calib\.cds\.pairing\.policy = 'closest'"):
         check_constraints(policy, "calib.cds")
     even = OmegaConf.to_object(OmegaConf.merge(schema, {"robust": {"window": 8}}))
-    with pytest.raises(ConfigError, match=r"calib\.cds\.robust\.window = 8: must be an odd"):
+    with pytest.raises(ConfigError, match=r"calib\.cds\.robust\.window = 8: must be odd"):
         check_constraints(even, "calib.cds")
     check_constraints(cds.CdsConfig(), "calib.cds")
 

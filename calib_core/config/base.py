@@ -14,6 +14,7 @@ Use :func:`opt` to declare a field::
         policy: str = opt("n_minus_1", choices=("n_minus_1", "nearest"),
                           doc="how a signal read finds its reset read")
         window_s: float = opt(5.0, gt=0, doc="max time gap for 'nearest' (s)")
+        window: int = opt(7, ge=3, odd=True, doc="running-median window (frames)")
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def opt(
     le: float | None = None,
     lt: float | None = None,
     nullable: bool = False,
+    odd: bool = False,
     unit: str = "",
 ) -> Any:
     """Declare a config field with documentation and constraints.
@@ -75,6 +77,7 @@ def opt(
         "le": le,
         "lt": lt,
         "nullable": nullable,
+        "odd": odd,
         "unit": unit,
     }
     if isinstance(default, (list, dict)):
@@ -123,6 +126,8 @@ def _check_value(key: str, value: Any, meta: dict) -> None:
         )
         if bad:
             raise ConfigError(key, number, "must be " + _bound_text(meta))
+        if meta.get("odd") and int(number) % 2 != 1:
+            raise ConfigError(key, number, "must be odd (a centred window)")
 
 
 def iter_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:

@@ -47,7 +47,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
+from ..config.base import IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
 from ..frames import FrameAxisMeta, FrameSource, StoredOutput, StoreWriter
 from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, decimate, flag_nonfinite, frame_image, input_read_var, release_pages)
@@ -74,11 +74,6 @@ TILE_ELEMENTS = 1 << 16
 # ---------------------------------------------------------------------------
 
 
-def _check_odd(prefix: str, name: str, value: int) -> None:
-    if value % 2 != 1:
-        raise ConfigError(f"{prefix}.{name}", value, "must be an odd number of frames (centred window)")
-
-
 @dataclass
 class PairingConfig:
     order_by: str = opt("index", choices=("index", "timestamp"), doc="order frames by index or by timestamp")
@@ -90,11 +85,8 @@ class PairingConfig:
 @dataclass
 class RobustConfig:
     enabled: bool = opt(True, doc="flag and replace per-pixel temporal outliers (cosmic rays)")
-    window: int = opt(7, ge=3, le=101, doc="running-median window (frames, odd)")
+    window: int = opt(7, ge=3, le=101, odd=True, doc="running-median window (frames, odd)")
     sigma: float = opt(8.0, gt=0, doc="threshold in robust (MAD) sigmas of the pixel's residuals")
-
-    def check(self, prefix: str) -> None:
-        _check_odd(prefix, "window", self.window)
 
 
 @dataclass
@@ -102,11 +94,8 @@ class TemporalFilterConfig:
     enabled: bool = opt(False, doc="flag whole frames whose flux departs from a running median (OUTLIER)")
     statistic: str = opt("total", choices=("total", "per_row"),
                          doc="total: frame flux; per_row: each detector row's flux (any row flags the frame)")
-    window: int = opt(31, ge=3, le=1001, doc="running-median window (frames, odd)")
+    window: int = opt(31, ge=3, le=1001, odd=True, doc="running-median window (frames, odd)")
     sigma: float = opt(5.0, gt=0, doc="threshold in robust (MAD) sigmas of the flux residuals")
-
-    def check(self, prefix: str) -> None:
-        _check_odd(prefix, "window", self.window)
 
 
 @dataclass

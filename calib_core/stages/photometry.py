@@ -86,11 +86,6 @@ WHITE_LIGHT_MIN_FINITE = 0.99
 # ---------------------------------------------------------------------------
 
 
-def _check_odd(key: str, value: int) -> None:
-    if value % 2 != 1:
-        raise ConfigError(key, value, "must be odd (a centred window)")
-
-
 @dataclass
 class MethodConfig:
     method: str = opt("aperture", choices=("aperture", "psf", "optimal"),
@@ -108,10 +103,8 @@ class ApertureConfig:
 class CentroidConfig:
     method: str = opt("com", choices=CENTROID_METHODS,
                       doc="com: centre of mass; quadratic: 3x3 quadratic vertex; gaussian2d: Gaussian fit")
-    box_px: int = opt(11, ge=3, le=31, unit="px", doc="FGS1 centroid box size (odd)")
+    box_px: int = opt(11, ge=3, le=31, unit="px", odd=True, doc="FGS1 centroid box size (odd)")
 
-    def check(self, prefix: str) -> None:
-        _check_odd(f"{prefix}.box_px", self.box_px)
 
 
 @dataclass
@@ -132,22 +125,18 @@ class BackgroundConfig:
 @dataclass
 class PSFConfig:
     model: str = opt("gaussian_moffat", choices=PSF_MODELS, doc="PSF (FGS1) / row-profile (AIRS) model")
-    fit_box_px: int = opt(15, ge=5, le=31, unit="px", doc="FGS1 PSF fit box size (odd)")
+    fit_box_px: int = opt(15, ge=5, le=31, unit="px", odd=True, doc="FGS1 PSF fit box size (odd)")
     oversample: int = opt(4, ge=1, le=10, doc="Gauss-Legendre nodes per pixel axis for pixel integration")
     max_iter: int = opt(3, ge=1, le=20, doc="FGS1 per-sample position iterations (Gauss-Newton)")
 
-    def check(self, prefix: str) -> None:
-        _check_odd(f"{prefix}.fit_box_px", self.fit_box_px)
 
 
 @dataclass
 class OptimalConfig:
-    profile_smooth: int = opt(9, ge=1, le=101, doc="AIRS spatial-profile running mean along columns (odd)")
+    profile_smooth: int = opt(9, ge=1, le=101, odd=True, doc="AIRS spatial-profile running mean along columns (odd)")
     sigma_clip: float = opt(5.0, gt=0, doc="outlier rejection threshold (sigma) of optimal / psf weights")
     max_iter: int = opt(3, ge=0, le=20, doc="outlier-rejection iterations of the optimal / AIRS psf weights")
 
-    def check(self, prefix: str) -> None:
-        _check_odd(f"{prefix}.profile_smooth", self.profile_smooth)
 
 
 @dataclass
@@ -156,7 +145,7 @@ class AIRSConfig:
     half_width_rows: float = opt(6.0, gt=0, le=15, unit="px", doc="box half height around the trace centre")
     sky_distance_rows: float = opt(10.0, gt=0, le=31, unit="px",
                                    doc="rows at least this far from the trace are sky (and bound optimal/psf)")
-    sky_smooth_cols: int = opt(15, ge=1, le=101, doc="running mean of the sky along columns (odd)")
+    sky_smooth_cols: int = opt(15, ge=1, le=101, odd=True, doc="running mean of the sky along columns (odd)")
     trace_poly_degree: int = opt(2, ge=0, le=5, doc="polynomial degree of the trace centre along columns")
 
     def check(self, prefix: str) -> None:
@@ -166,7 +155,6 @@ class AIRSConfig:
         if self.sky_distance_rows <= self.half_width_rows + 0.5:
             raise ConfigError(f"{prefix}.sky_distance_rows", self.sky_distance_rows,
                               f"must be > half_width_rows + 0.5 ({self.half_width_rows + 0.5:g})")
-        _check_odd(f"{prefix}.sky_smooth_cols", self.sky_smooth_cols)
 
 
 @dataclass
@@ -187,13 +175,12 @@ class ReferenceConfig:
 @dataclass
 class PhotometryQC(QualityChecks):
     max_robust_std_rel: float = opt(0.05, gt=0, doc="max MAD-based relative scatter of the white-light flux")
-    trend_window: int = opt(51, ge=3, le=10001, doc="running-median window (samples, odd) removed before the scatter")
+    trend_window: int = opt(51, ge=3, le=10001, odd=True,
+                            doc="running-median window (samples, odd) removed before the scatter")
     max_flagged_fraction: float = opt(0.05, ge=0, le=1, doc="max fraction of flagged sample-channels")
     max_centroid_rms_px: float = opt(0.5, gt=0, unit="px", doc="max rms of centroid x and y")
     min_centroid_margin_px: float = opt(3.0, ge=0, unit="px", doc="min distance of the median centroid to the edge")
 
-    def check(self, prefix: str) -> None:
-        _check_odd(f"{prefix}.trend_window", self.trend_window)
 
 
 @dataclass

@@ -135,7 +135,7 @@ class TransitMaskConfig:
 class RobustConfig:
     sigma: float = opt(5.0, gt=0.0, doc="clip residuals beyond this many robust (MAD) sigmas")
     maxiters: int = opt(3, ge=1, le=20, doc="sigma-clipping iterations")
-    window_frames: int = opt(11, ge=3, le=1001, doc="running-median window along time for outlier residuals")
+    window_frames: int = opt(11, ge=3, le=1001, odd=True, doc="running-median window along time for outlier residuals")
 
 
 @dataclass
@@ -153,11 +153,6 @@ class TraceConfig(StageConfig):
     transit_mask: TransitMaskConfig = opt(TransitMaskConfig)
     robust: RobustConfig = opt(RobustConfig)
     quality_checks: TraceQualityChecks = opt(TraceQualityChecks)
-
-    def check(self, prefix: str) -> None:
-        """``robust.window_frames`` must be odd (a centred running median)."""
-        if self.robust.window_frames % 2 == 0:
-            raise ConfigError(f"{prefix}.robust.window_frames", self.robust.window_frames, "must be odd")
 
 
 # ---------------------------------------------------------------------------
