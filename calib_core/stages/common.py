@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
-from ..frames import FrameAxisMeta, FrameSource, StoredOutput, StoreWriter
+from ..frames import FrameAxisMeta, FramePlane, FrameSource, StoredOutput, StoreWriter
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -226,8 +226,9 @@ def release_pages(*arrays: np.ndarray, frames: slice | None = None) -> None:
 
     Parameters
     ----------
-    *arrays : ndarray
-        Memory-mapped arrays or views of them (other arrays are ignored).
+    *arrays : ndarray or FramePlane
+        Memory-mapped arrays or views of them, or :class:`calib_core.frames.FramePlane`
+        (its read map, when open); other arrays are ignored.
     frames : slice, optional
         Only the pages of frames ``frames.start:frames.stop`` (axis 0) of a
         top-level ``numpy.memmap`` -- much cheaper than the whole mapping when
@@ -236,6 +237,10 @@ def release_pages(*arrays: np.ndarray, frames: slice | None = None) -> None:
     if not hasattr(mmap, "MADV_DONTNEED"):
         return
     for arr in arrays:
+        if isinstance(arr, FramePlane):
+            if arr.mapped is None:
+                continue
+            arr = arr.mapped
         mm = arr
         while mm is not None and not isinstance(mm, mmap.mmap):
             mm = getattr(mm, "base", None)

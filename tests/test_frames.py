@@ -1,0 +1,65 @@
+"""The on-disk stage store: frame planes written by pwrite, atomic commit, discard on failure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calib_core.frames import FramePlane, StoreWriter, load_output
+from calib_core.stages.common import release_pages
+
+
+def test_frame_plane_matches_an_in_memory_array(tmp_path):
+    rng = np.random.default_rng(3)
+    shape = (10, 4, 5)
+    ref = np.zeros(shape, np.float32)
+    plane = FramePlane(tmp_path / "p.npy", shape, np.float32)
+    assert len(plane) == 10 and plane.shape == shape and plane.dtype == np.float32
+    chunk = rng.normal(size=(3, 4, 5)).astype(np.float32)
+    plane[2:5] = chunk                                   # pwrite path
+    ref[2:5] = chunk
+    plane[7:8] = 1.5                                     # broadcast scalar through pwrite
+    ref[7:8] = 1.5
+    plane[6:6] = np.empty((0, 4, 5), np.float32)         # empty slice: nothing written
+    np.testing.assert_array_equal(plane[:], ref)          # read map sees the pwrites
+    idx = (np.array([2, 9]), np.array([0, 3]), np.array([1, 4]))
+    plane[idx] = np.array([-7.0, 8.0], np.float32)        # scatter write through the map
+    ref[idx] = [-7.0, 8.0]
+    plane[3:4] = np.full((1, 4, 5), 2.0, np.float32)      # pwrite after the map was opened
+    ref[3:4] = 2.0
+    np.testing.assert_array_equal(plane[3], ref[3])
+    release_pages(plane, frames=slice(0, 5))              # drops resident pages, keeps the data
+    np.testing.assert_array_equal(np.asarray(plane), ref)
+    plane.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), ref)   # a plain .npy, untouched frames zero
+
+
+def test_frame_plane_converts_dtype_and_rejects_wrong_shapes(tmp_path):
+    plane = FramePlane(tmp_path / "q.npy", (4, 2, 2), np.uint16)
+    plane[0:2] = np.array([[[1, 2], [3, 4]], [[5, 6], [7, 8]]], np.int64)
+    with pytest.raises(ValueError):
+        plane[2:4] = np.zeros((3, 2, 2), np.uint16)       # 3 frames into a 2-frame slice
+    plane.close()
+    out = np.load(tmp_path / "q.npy")
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out[:2].ravel(), np.arange(1, 9))
+    np.testing.assert_array_equal(out[2:], 0)
+
+
+def test_store_writer_commits_planes_atomically_or_discards_them(tmp_path):
+    final = tmp_path / "calib" / "flat" / "FGS1"
+    with StoreWriter(final) as w:
+        data, var, dq = w.create_frames(6, (3, 3))
+        data[0:6] = np.arange(54, dtype=np.float32).reshape(6, 3, 3)
+        var[0:6] = 1.0
+        dq[5:6] = 4
+        assert load_output(final) is None                 # nothing visible before commit
+        out = w.commit({"stage": "flat"})
+    assert out.meta["fields"]["data"] == {"shape": [6, 3, 3], "dtype": "float32", "unit": "electron"}
+    np.testing.assert_array_equal(out.fields["data"].ravel(), np.arange(54))
+    assert int(out.fields["dq"][5].sum()) == 36 and int(out.fields["dq"][:5].sum()) == 0
+    with StoreWriter(final) as w:                         # a failed rewrite leaves the old output intact
+        w.create_frames(6, (3, 3))[0][0:1] = 99.0
+    again = load_output(final)
+    assert again is not None and float(again.fields["data"][0, 0, 0]) == 0.0
+    assert not [p for p in final.parent.iterdir() if p.name.startswith(".")]
