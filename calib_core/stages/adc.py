@@ -33,10 +33,11 @@ import numpy as np
 
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
-from ..frames import FrameAxisMeta, StoredOutput, StoreWriter
-from .base import Gate, RawInput, Stage, StageContext, gate
+from ..frames import FrameAxisMeta, Frames, StoredOutput, StoreWriter
+from .base import FrameStream, Gate, RawInput, Stage, StageContext, gate
 from .common import (MAD_TO_SIGMA, N_DN_VALUES, DqTally, decimate, flag_nonfinite, frame_image, frame_tiles, map_label,
-                     release_pages, usable_frame_means, validate_map, write_frame_meta)
+                     preview_index, release_pages, run_stream, usable_frame_means, validate_map,
+                     write_frame_meta)
 
 __all__ = [
     # config
@@ -373,6 +374,68 @@ class _AdcAccumulator:
         self.max_lin_correction = 0.0
 
 
+def _frame_axis(axis: Any, n: int, inst: str) -> FrameAxisMeta:
+    frame_axis = FrameAxisMeta(np.asarray(axis.time_s, np.float64), np.asarray(axis.exptime_s, np.float64),
+                               np.asarray(axis.read_kind, np.int8))
+    if len(frame_axis) != n:
+        raise ValueError(f"adc: {inst} frame axis has {len(frame_axis)} entries but the signal has {n} frames")
+    return frame_axis
+
+
+def _check_chunk_shape(raw: np.ndarray, frame_shape: tuple[int, ...], first: int, inst: str) -> None:
+    if raw.shape[1:] != tuple(frame_shape):
+        raise ValueError(f"adc: {inst} chunk at frame {first} has frame shape {raw.shape[1:]}, "
+                         f"expected {tuple(frame_shape)}")
+
+
+class _AdcStream(FrameStream):
+    """Single-pass ADC conversion of raw chunks ``(first, uint16 frames)``.
+
+    ``frame_shape`` and ``read_var`` are known once the first chunk arrived
+    (the calibration maps are checked against the frames' shape then).
+    """
+
+    def __init__(self, inp: RawInput, cfg: AdcConfig, ctx: StageContext):
+        self.cfg, self.planet, self.inst = cfg, ctx.planet, ctx.instrument
+        self.n_frames = int(inp.n_frames)
+        axis = self.planet.axis(self.inst)
+        self.axis = _frame_axis(axis, self.n_frames, self.inst)
+        self.wavelength_um = getattr(axis, "wavelength_um", None)
+        self.gain, self.offset, self.source = resolve_conversion(cfg.conversion, self.planet, self.inst)
+        self.acc = _AdcAccumulator(self.n_frames, cfg.diagnostics.enabled)
+        self.dropped = np.zeros(self.n_frames, bool)
+        self.setup: _AdcSetup | None = None
+
+    def process(self, chunk: tuple[int, np.ndarray]) -> Frames:
+        first, raw = chunk
+        raw = np.asarray(raw)
+        if self.setup is None:
+            self.frame_shape = tuple(raw.shape[1:])
+            self.setup = AdcStage._setup(self.cfg, self.planet, self.inst, self.frame_shape)
+            self.read_var = self.setup.read_var
+        else:
+            _check_chunk_shape(raw, self.frame_shape, first, self.inst)
+        sl = slice(first, first + len(raw))
+        dq, self.dropped[sl] = raw_dq(raw, level_dn=self.cfg.saturation.level_dn)
+        AdcStage._count_raw(raw, dq, self.dropped[sl], self.acc)
+        data = np.empty(raw.shape, np.float32)
+        var = np.empty(raw.shape, np.float32)
+        for t in frame_tiles(len(raw), raw.shape[1:]):
+            e = dn_to_electrons(raw[t], gain=self.gain, offset=self.offset)
+            data[t], var[t] = AdcStage._finish(e, dq[t], self.dropped[sl][t], first + t.start, self.setup, self.cfg,
+                                               self.acc)
+        self.acc.dq.add(dq)
+        return Frames(data, var, dq, self.axis.take(sl), first)
+
+    def finish(self, writer: StoreWriter) -> dict:
+        if self.setup is None:
+            raise ValueError(f"adc: {self.inst} signal has no frames")
+        write_frame_meta(writer, self.axis, self.frame_shape, self.wavelength_um)
+        writer.put("read_var", self.setup.read_var, "electron2")
+        return AdcStage._metrics(self.n_frames, self.dropped, self.gain, self.offset, self.source, None, self.axis,
+                                 self.cfg, self.acc)
+
+
 class AdcStage(Stage):
     """DN -> electrons with variance and data-quality planes (see the module docstring)."""
 
@@ -383,64 +446,60 @@ class AdcStage(Stage):
     output_kind = "frames"
     default_io = ("raw_frames", "adc_corrected")
 
+    def stream(self, inp: RawInput, cfg: AdcConfig, ctx: StageContext) -> "_AdcStream | None":
+        """The single-pass conversion as a stream; None with reference pixels (their offsets need every frame)."""
+        return None if cfg.reference_pixel.use else _AdcStream(inp, cfg, ctx)
+
     def run(self, inp: RawInput, cfg: AdcConfig, ctx: StageContext, writer: StoreWriter) -> dict:
+        if not cfg.reference_pixel.use:
+            return run_stream(_AdcStream(inp, cfg, ctx), inp.iter_chunks(ctx.chunk_frames), writer, ctx)
+        return self._run_two_pass(inp, cfg, ctx, writer)
+
+    def _run_two_pass(self, inp: RawInput, cfg: AdcConfig, ctx: StageContext, writer: StoreWriter) -> dict:
+        """Reference-pixel mode: electrons of every frame first, then the common-mode offsets and the rest."""
         planet, inst = ctx.planet, ctx.instrument
         n = int(inp.n_frames)
         axis = planet.axis(inst)
-        frame_axis = FrameAxisMeta(np.asarray(axis.time_s, np.float64), np.asarray(axis.exptime_s, np.float64),
-                                   np.asarray(axis.read_kind, np.int8))
-        if len(frame_axis) != n:
-            raise ValueError(f"adc: {inst} frame axis has {len(frame_axis)} entries but the signal has {n} frames")
+        frame_axis = _frame_axis(axis, n, inst)
         gain, offset, source = resolve_conversion(cfg.conversion, planet, inst)
         acc = _AdcAccumulator(n, cfg.diagnostics.enabled)
         dropped = np.zeros(n, bool)
         planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         setup: _AdcSetup | None = None
-        two_pass = cfg.reference_pixel.use
         for first, raw in inp.iter_chunks(ctx.chunk_frames):
             raw = np.asarray(raw)
             if planes is None:
                 frame_shape = raw.shape[1:]
                 setup = self._setup(cfg, planet, inst, frame_shape)
                 planes = writer.create_frames(n, frame_shape)
-            elif raw.shape[1:] != planes[0].shape[1:]:
-                raise ValueError(f"adc: {inst} chunk at frame {first} has frame shape {raw.shape[1:]}, "
-                                 f"expected {planes[0].shape[1:]}")
+            else:
+                _check_chunk_shape(raw, planes[0].shape[1:], first, inst)
             sl = slice(first, first + len(raw))
             dq, dropped[sl] = raw_dq(raw, level_dn=cfg.saturation.level_dn)
             self._count_raw(raw, dq, dropped[sl], acc)
             for t in frame_tiles(len(raw), raw.shape[1:]):
-                e = dn_to_electrons(raw[t], gain=gain, offset=offset)
-                if two_pass:
-                    planes[0][first + t.start:first + t.stop] = e
-                else:
-                    self._finish(e, dq[t], dropped[sl][t], first + t.start, setup, cfg, planes, acc)
-            if two_pass:
-                planes[2][sl] = dq
-            else:
-                acc.dq.add(dq)
+                planes[0][first + t.start:first + t.stop] = dn_to_electrons(raw[t], gain=gain, offset=offset)
+            planes[2][sl] = dq
             release_pages(*planes, frames=sl)
-            ctx.report((sl.stop / n) * (0.5 if two_pass else 1.0), f"{sl.stop}/{n} frames converted")
-        if planes is None:
+            ctx.report(sl.stop / n * 0.5, f"{sl.stop}/{n} frames converted")
+        if planes is None or setup is None:
             raise ValueError(f"adc: {inst} signal has no frames")
-        offsets = None
-        if two_pass:
-            offsets, estimate_var = self._common_mode(planes[0], setup.ref_cols, frame_axis.read_kind, dropped,
-                                                      cfg, ctx)
-            setup.read_var += np.float32(estimate_var)
-            for start in range(0, n, ctx.chunk_frames):
-                sl = slice(start, min(start + ctx.chunk_frames, n))
-                chunk, dq = np.array(planes[0][sl]), np.array(planes[2][sl])
-                chunk -= offsets[sl, None, None].astype(np.float32)
-                for t in frame_tiles(len(chunk), chunk.shape[1:]):
-                    self._finish(chunk[t], dq[t], dropped[sl][t], start + t.start, setup, cfg, planes, acc)
-                acc.dq.add(dq)
-                release_pages(*planes, frames=sl)
-                ctx.report(0.5 + 0.5 * sl.stop / n, f"{sl.stop}/{n} frames corrected")
+        offsets, estimate_var = self._common_mode(planes[0], setup.ref_cols, frame_axis.read_kind, dropped, cfg, ctx)
+        setup.read_var += np.float32(estimate_var)
+        for start in range(0, n, ctx.chunk_frames):
+            sl = slice(start, min(start + ctx.chunk_frames, n))
+            chunk, dq = np.array(planes[0][sl]), np.array(planes[2][sl])
+            chunk -= offsets[sl, None, None].astype(np.float32)
+            var = np.empty_like(chunk)
+            for t in frame_tiles(len(chunk), chunk.shape[1:]):
+                chunk[t], var[t] = self._finish(chunk[t], dq[t], dropped[sl][t], start + t.start, setup, cfg, acc)
+            planes[0][sl], planes[1][sl], planes[2][sl] = chunk, var, dq
+            acc.dq.add(dq)
+            release_pages(*planes, frames=sl)
+            ctx.report(0.5 + 0.5 * sl.stop / n, f"{sl.stop}/{n} frames corrected")
         write_frame_meta(writer, frame_axis, planes[0].shape[1:], getattr(axis, "wavelength_um", None))
         writer.put("read_var", setup.read_var, "electron2")
-        if setup.ref_cols is not None:
-            writer.put("reference_offset", offsets, "electron")
+        writer.put("reference_offset", offsets, "electron")
         return self._metrics(n, dropped, gain, offset, source, offsets, frame_axis, cfg, acc)
 
     @staticmethod
@@ -518,8 +577,10 @@ class AdcStage(Stage):
 
     @staticmethod
     def _finish(e: np.ndarray, dq: np.ndarray, dropped: np.ndarray, start: int, setup: _AdcSetup, cfg: AdcConfig,
-                planes: tuple[np.ndarray, np.ndarray, np.ndarray], acc: _AdcAccumulator) -> None:
-        """Linearise, flag, clamp and compute the variance of one tile of frames; write it at ``start``.
+                acc: _AdcAccumulator) -> tuple[np.ndarray, np.ndarray]:
+        """Linearise, flag, clamp and compute the variance of one tile of frames (frame ``start`` onwards).
+
+        Returns the electrons and their variance; ``dq`` is updated in place.
 
         Range tests run only when the tile's minimum/maximum say they can hit
         (NaN or Inf make those non-finite, so they are caught too).
@@ -555,11 +616,9 @@ class AdcStage(Stage):
             var[dropped] = np.nan
         if any_dropped or not (np.isfinite(v_min) and np.isfinite(v_max)):
             acc.n_nonfinite += flag_nonfinite(e, dq)
-        stop = start + len(e)
         if acc.frame_mean is not None:
-            acc.frame_mean[start:stop] = usable_frame_means(e, dq)
-        data_p, var_p, dq_p = planes
-        data_p[start:stop], var_p[start:stop], dq_p[start:stop] = e, var, dq
+            acc.frame_mean[start:start + len(e)] = usable_frame_means(e, dq)
+        return e, var
 
     @staticmethod
     def _metrics(n: int, dropped: np.ndarray, gain: float, offset: float, source: str,
@@ -615,8 +674,7 @@ class AdcStage(Stage):
                                          title=f"Raw counts, every {HIST_FRAME_STRIDE}th read "
                                                "(zero / saturation pile-ups)", xlabel="DN"))
         kinds = np.asarray(output.meta.get("frame_read_kind", []))
-        signal = np.flatnonzero(kinds == 1)
-        index = int(signal[len(signal) // 2]) if signal.size else output.fields["data"].shape[0] // 2
+        index = preview_index(kinds, len(kinds))
         plots.append(frame_image(output, index, title="Electrons after ADC (signal read)"))
         for label in ("first", "signal"):
             curve = metrics.get(f"frame_mean_{label}_curve")

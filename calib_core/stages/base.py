@@ -12,6 +12,11 @@ A stage is a thin adapter (like a jwst ``Step`` around an stcal function):
 * ``diagnostics(output, metrics, ctx) -> list[dict]``: plot *data* for the app
   and the audit report (no plotting library here: plain arrays + titles).
 
+Frame stages may also offer ``stream(inp, cfg, ctx) -> FrameStream``: the same
+work applied chunk by chunk in memory, so that the runner can chain several
+detector stages without storing the planes between them (see
+:class:`FrameStream`).
+
 Input kinds: ``"raw"`` (a :class:`RawInput` streaming uint16 frames from the
 signal parquet), ``"frames"`` (a :class:`calib_core.frames.FrameSource`) or
 ``"series"`` (a :class:`calib_core.frames.StoredOutput` of a series stage).
@@ -28,9 +33,9 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..frames import StoredOutput, StoreWriter
+    from ..frames import FrameAxisMeta, Frames, StoredOutput, StoreWriter
 
-__all__ = ["Gate", "Stage", "StageContext", "RawInput", "gate", "hist_data", "QCError"]
+__all__ = ["FrameStream", "Gate", "Stage", "StageContext", "RawInput", "gate", "hist_data", "QCError"]
 
 
 class QCError(RuntimeError):
@@ -114,6 +119,38 @@ class StageContext:
         return self.upstream.get((stage, inst))
 
 
+class FrameStream(abc.ABC):
+    """One frame stage opened on an input, applied chunk by chunk in memory.
+
+    ``process`` takes the next input chunk (in frame order: a
+    :class:`calib_core.frames.Frames`, or ``(first, raw uint16 array)`` for a
+    raw-input stage) and returns the calibrated chunk; ``finish`` puts the
+    stage's small fields and frame metadata into ``writer`` (everything but the
+    frame planes) and returns the QC metrics.  A stage's ``run`` is this stream
+    with every output chunk written to its planes, so a streamed stage and a
+    stored one compute the same numbers.
+
+    Attributes describe the output before any chunk was processed:
+    ``n_frames``, ``frame_shape``, ``axis`` (:class:`calib_core.frames.FrameAxisMeta`),
+    ``read_var`` (read-noise variance of one output frame, e-^2) and
+    ``wavelength_um`` (AIRS-CH0 pixel-column wavelengths, or None).
+    """
+
+    n_frames: int
+    frame_shape: tuple[int, int]
+    axis: "FrameAxisMeta"
+    read_var: np.ndarray
+    wavelength_um: Any = None
+
+    @abc.abstractmethod
+    def process(self, chunk: Any) -> "Frames":
+        """Calibrate the next chunk of frames."""
+
+    @abc.abstractmethod
+    def finish(self, writer: "StoreWriter") -> dict:
+        """Write the small output fields and frame meta; return the QC metrics."""
+
+
 class Stage(abc.ABC):
     """Base class of all stages; subclasses set the class attributes and implement ``run``."""
 
@@ -128,6 +165,10 @@ class Stage(abc.ABC):
     @abc.abstractmethod
     def run(self, inp: Any, cfg: Any, ctx: StageContext, writer: "StoreWriter") -> dict:
         """Process ``inp``, write output fields through ``writer``, return QC metrics."""
+
+    def stream(self, inp: Any, cfg: Any, ctx: StageContext) -> FrameStream | None:
+        """This stage as a :class:`FrameStream` on ``inp``, or None when it (or this config) cannot stream."""
+        return None
 
     def gates(self, metrics: dict, cfg: Any) -> list[Gate]:
         return []

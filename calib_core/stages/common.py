@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import mmap
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -29,6 +29,7 @@ __all__ = [
     "input_read_var",
     "map_label",
     "release_pages",
+    "run_stream",
     "usable_frame_means",
     "validate_map",
     "write_frame_meta",
@@ -257,8 +258,46 @@ def release_pages(*arrays: np.ndarray, frames: slice | None = None) -> None:
             mm.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
 
+def run_stream(stream: Any, chunks: Iterable[Any], writer: StoreWriter, ctx: Any,
+               release: tuple[Any, ...] = ()) -> dict:
+    """Feed ``chunks`` through a :class:`calib_core.stages.base.FrameStream` into ``writer``'s frame planes.
+
+    This is a streamable stage's ``run``: the planes are created at the first
+    output chunk (when the frame shape is known), each chunk is written at its
+    frame position, the pages of ``release`` (the input's memory maps) are
+    dropped behind it, and the stream's ``finish`` adds the small fields and
+    returns the metrics.
+    """
+    planes = None
+    n = max(int(stream.n_frames), 1)
+    for chunk in chunks:
+        out = stream.process(chunk)
+        if planes is None:
+            planes = writer.create_frames(stream.n_frames, stream.frame_shape)
+        sl = slice(out.start, out.start + len(out))
+        planes[0][sl], planes[1][sl], planes[2][sl] = out.data, out.var, out.dq
+        release_pages(*release, frames=sl)
+        ctx.report(sl.stop / n, f"{sl.stop}/{n} frames")
+    return stream.finish(writer)
+
+
+def preview_index(read_kind: np.ndarray, n_frames: int) -> int:
+    """The frame a stage's diagnostics show: the middle signal read (the middle frame without any)."""
+    signal = np.flatnonzero(np.asarray(read_kind) == 1)
+    return int(signal[len(signal) // 2]) if signal.size else n_frames // 2
+
+
 def frame_image(output: StoredOutput, index: int, *, title: str, clabel: str = "electrons") -> dict:
-    """``image`` plot data of one stored frame (never a cube)."""
+    """``image`` plot data of one stored frame (never a cube).
+
+    A streamed stage (its planes not stored, see :class:`calib_core.frames.StreamedSource`)
+    keeps the one frame :func:`preview_index` picks as its ``preview`` field; that frame is shown.
+    """
+    if "data" not in output.fields and "preview" in output.fields:
+        index = int(output.meta.get("preview_index", 0))
+        return {"kind": "image", "title": f"{title} (frame {index}; streamed, frame planes not stored)",
+                "data": np.array(output.fields["preview"][0]), "xlabel": "detector column",
+                "ylabel": "detector row", "clabel": clabel}
     data = output.fields["data"]
     index = int(min(max(index, 0), data.shape[0] - 1))
     return {"kind": "image", "title": f"{title} (frame {index})", "data": np.array(data[index]),

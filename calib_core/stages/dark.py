@@ -26,10 +26,10 @@ from astropy.stats import sigma_clip
 
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
-from ..frames import FrameSource, StoredOutput, StoreWriter
+from ..frames import Frames, FrameSource, StoredOutput, StoreWriter
 from .adc import resolve_conversion
-from .common import (DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, frame_tiles, input_read_var, map_label, release_pages, usable_frame_means, validate_map)
-from .base import Gate, Stage, StageContext, gate, hist_data
+from .common import (DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, frame_tiles, input_read_var, map_label, preview_index, run_stream, usable_frame_means, validate_map)
+from .base import FrameStream, Gate, Stage, StageContext, gate, hist_data
 
 __all__ = [
     "DarkConfig", "DarkQC", "PerPixelMapConfig", "ConvertUnitsConfig", "ExposureConfig", "TemperatureConfig",
@@ -274,6 +274,78 @@ def _load_map_file(path: Path) -> np.ndarray:
     raise ValueError(f"calib.dark.per_pixel_map.path = {str(path)!r}: unsupported file type (use .npy or .parquet)")
 
 
+class _DarkStream(FrameStream):
+    """Dark subtraction and hot-pixel handling, chunk by chunk (the maps are prepared once)."""
+
+    def __init__(self, inp: FrameSource, cfg: DarkConfig, ctx: StageContext):
+        inst = ctx.instrument
+        cal = ctx.planet.calibration(inst)
+        shape = inp.frame_shape
+        dark, self.source, self.units = DarkStage._dark_map(cfg, ctx, cal, shape)
+        self.t_factor = temperature_factor(cfg.temperature)
+        self.dark = (dark * self.t_factor).astype(np.float32)
+        self.dead = validate_map(cal.dead, label=map_label(cal, inst, "dead"), frame_shape=shape,
+                                 check_shape=cfg.validation.check_shape_compatibility,
+                                 require_finite=False).astype(bool)
+        self.hot = hot_pixel_mask(self.dark, sigma=cfg.hot_pixels.sigma, maxiters=cfg.hot_pixels.maxiters) \
+            if cfg.hot_pixels.enabled else np.zeros(shape, bool)
+        self.flag_hot = cfg.hot_pixels.action in ("flag", "flag_and_repair")
+        self.repair = cfg.hot_pixels.enabled and cfg.hot_pixels.action in ("repair", "flag_and_repair")
+        self.table = neighbour_table(self.hot, ~self.hot & ~self.dead)
+        self.read_var, self.read_var_source = input_read_var(inp, cal, inst)
+        self.cfg, self.inp = cfg, inp
+        self.n_frames, self.frame_shape, self.axis = inp.n_frames, shape, inp.axis
+        self.wavelength_um = inp.output.meta.get("wavelength_um")
+        self.tally = DqTally()
+        self.first_read_levels: list[np.ndarray] = []
+        self.n_nonfinite = self.n_bad_input = self.n_unrepaired = 0
+
+    def process(self, chunk: Frames) -> Frames:
+        cfg = self.cfg
+        self.n_bad_input += check_finite_input(chunk, stage="dark", key=cfg.io.input_key,
+                                               require=cfg.validation.require_finite_inputs)
+        data, var, dq = chunk.data, chunk.var, chunk.dq
+        for t in frame_tiles(len(data), self.frame_shape):
+            subtract_dark(data[t], self.dark, chunk.axis.exptime_s[t] if cfg.exposure.scale else None)
+        if self.flag_hot:
+            dq[:, self.hot] |= int(DQ.HOT)
+        if self.repair and len(self.table):
+            self.n_unrepaired += DarkStage._repair(data, var, dq, self.table)
+        self.n_nonfinite += flag_nonfinite(data, dq)
+        first = chunk.axis.read_kind == 0
+        self.first_read_levels.append(usable_frame_means(data[first], dq[first]))
+        self.tally.add(dq)
+        return chunk
+
+    def finish(self, writer: StoreWriter) -> dict:
+        cfg, dark, hot, dead = self.cfg, self.dark, self.hot, self.dead
+        copy_frame_meta(self.inp, writer)
+        writer.put("dark_applied", dark, "electron / s" if cfg.exposure.scale else "electron")
+        writer.put("hot_mask", hot.astype(np.uint8), "bool")
+        writer.put("read_var", self.read_var, "electron2")
+        levels = np.concatenate(self.first_read_levels) if self.first_read_levels else np.array([])
+        good = ~hot & ~dead & np.isfinite(dark)
+        median_dark = float(np.median(dark[good])) if good.any() else float("nan")
+        n_hot = int(hot.sum())
+        n = self.n_frames
+        return {
+            "n_frames_in": n, "n_frames_out": n, "n_nonfinite": self.n_nonfinite, "dq_counts": self.tally.counts(),
+            "n_nonfinite_input": self.n_bad_input,
+            "dark_source": self.source, "dark_units": self.units, "temperature_factor": self.t_factor,
+            "exposure_scaled": cfg.exposure.scale,
+            "dark_median": median_dark,
+            "n_hot": n_hot, "hot_frac": n_hot / hot.size,
+            "n_hot_high": int((hot & (dark > median_dark)).sum()),
+            "n_hot_low": int((hot & ~(dark > median_dark)).sum()),
+            "hot_action": cfg.hot_pixels.action if cfg.hot_pixels.enabled else "none",
+            "n_repaired_pixels": len(self.table) if self.repair else 0,
+            "n_unrepaired_pixel_frames": self.n_unrepaired,
+            "residual_level_e": float(np.median(levels[np.isfinite(levels)])) if np.isfinite(levels).any()
+            else float("nan"),
+            "read_var_source": self.read_var_source,
+        }
+
+
 class DarkStage(Stage):
     """Dark subtraction with hot-pixel flagging/repair (see the module docstring)."""
 
@@ -284,70 +356,12 @@ class DarkStage(Stage):
     output_kind = "frames"
     default_io = ("adc_corrected", "dark_corrected")
 
+    def stream(self, inp: FrameSource, cfg: DarkConfig, ctx: StageContext) -> "_DarkStream":
+        return _DarkStream(inp, cfg, ctx)
+
     def run(self, inp: FrameSource, cfg: DarkConfig, ctx: StageContext, writer: StoreWriter) -> dict:
-        inst = ctx.instrument
-        cal = ctx.planet.calibration(inst)
-        shape = inp.frame_shape
-        dark, source, units = self._dark_map(cfg, ctx, cal, shape)
-        t_factor = temperature_factor(cfg.temperature)
-        dark = (dark * t_factor).astype(np.float32)
-        dead = validate_map(cal.dead, label=map_label(cal, inst, "dead"), frame_shape=shape,
-                            check_shape=cfg.validation.check_shape_compatibility, require_finite=False).astype(bool)
-        hot = hot_pixel_mask(dark, sigma=cfg.hot_pixels.sigma, maxiters=cfg.hot_pixels.maxiters) \
-            if cfg.hot_pixels.enabled else np.zeros(shape, bool)
-        flag_hot = cfg.hot_pixels.action in ("flag", "flag_and_repair")
-        repair = cfg.hot_pixels.enabled and cfg.hot_pixels.action in ("repair", "flag_and_repair")
-        table = neighbour_table(hot, ~hot & ~dead)
-        read_var, read_var_source = input_read_var(inp, cal, inst)
-
-        n = inp.n_frames
-        data_p, var_p, dq_p = writer.create_frames(n, shape)
-        tally = DqTally()
-        first_read_levels: list[np.ndarray] = []
-        n_nonfinite = n_bad_input = n_unrepaired = 0
-        for chunk in inp.iter_chunks(ctx.chunk_frames):
-            n_bad_input += check_finite_input(chunk, stage="dark", key=cfg.io.input_key,
-                                              require=cfg.validation.require_finite_inputs)
-            data, var, dq = chunk.data, chunk.var, chunk.dq
-            for t in frame_tiles(len(data), shape):
-                subtract_dark(data[t], dark, chunk.axis.exptime_s[t] if cfg.exposure.scale else None)
-            if flag_hot:
-                dq[:, hot] |= int(DQ.HOT)
-            if repair and len(table):
-                n_unrepaired += self._repair(data, var, dq, table)
-            n_nonfinite += flag_nonfinite(data, dq)
-            first = chunk.axis.read_kind == 0
-            first_read_levels.append(usable_frame_means(data[first], dq[first]))
-            tally.add(dq)
-            sl = slice(chunk.start, chunk.start + len(chunk))
-            data_p[sl], var_p[sl], dq_p[sl] = data, var, dq
-            release_pages(data_p, var_p, dq_p, inp.data, inp.var, inp.dq, frames=sl)
-            ctx.report(sl.stop / n, f"{sl.stop}/{n} frames")
-
-        copy_frame_meta(inp, writer)
-        writer.put("dark_applied", dark, "electron / s" if cfg.exposure.scale else "electron")
-        writer.put("hot_mask", hot.astype(np.uint8), "bool")
-        writer.put("read_var", read_var, "electron2")
-        levels = np.concatenate(first_read_levels) if first_read_levels else np.array([])
-        good = ~hot & ~dead & np.isfinite(dark)
-        median_dark = float(np.median(dark[good])) if good.any() else float("nan")
-        n_hot = int(hot.sum())
-        return {
-            "n_frames_in": n, "n_frames_out": n, "n_nonfinite": n_nonfinite, "dq_counts": tally.counts(),
-            "n_nonfinite_input": n_bad_input,
-            "dark_source": source, "dark_units": units, "temperature_factor": t_factor,
-            "exposure_scaled": cfg.exposure.scale,
-            "dark_median": median_dark,
-            "n_hot": n_hot, "hot_frac": n_hot / hot.size,
-            "n_hot_high": int((hot & (dark > median_dark)).sum()),
-            "n_hot_low": int((hot & ~(dark > median_dark)).sum()),
-            "hot_action": cfg.hot_pixels.action if cfg.hot_pixels.enabled else "none",
-            "n_repaired_pixels": len(table) if repair else 0,
-            "n_unrepaired_pixel_frames": n_unrepaired,
-            "residual_level_e": float(np.median(levels[np.isfinite(levels)])) if np.isfinite(levels).any()
-            else float("nan"),
-            "read_var_source": read_var_source,
-        }
+        return run_stream(_DarkStream(inp, cfg, ctx), inp.iter_chunks(ctx.chunk_frames), writer, ctx,
+                          release=(inp.data, inp.var, inp.dq))
 
     @staticmethod
     def _dark_map(cfg: DarkConfig, ctx: StageContext, cal: Any, shape: tuple[int, int]) -> tuple[np.ndarray, str, str]:
@@ -414,8 +428,7 @@ class DarkStage(Stage):
             hist_data(dark.ravel(), bins=128, title="Dark map values", xlabel=unit),
         ]
         kinds = np.asarray(output.meta.get("frame_read_kind", []))
-        signal = np.flatnonzero(kinds == 1)
-        index = int(signal[len(signal) // 2]) if signal.size else output.fields["data"].shape[0] // 2
+        index = preview_index(kinds, len(kinds))
         plots.append(frame_image(output, index, title="Dark-corrected electrons (signal read)"))
         keys = ("dark_source", "dark_units", "temperature_factor", "dark_median", "n_hot", "n_hot_high",
                 "n_hot_low", "hot_action", "n_repaired_pixels", "n_unrepaired_pixel_frames", "residual_level_e")

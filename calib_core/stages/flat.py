@@ -26,9 +26,9 @@ from scipy.interpolate import BSpline
 
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DQ, DQ_DTYPE
-from ..frames import FrameSource, StoredOutput, StoreWriter
-from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, input_read_var, map_label, release_pages, validate_map)
-from .base import Gate, Stage, StageContext, gate, hist_data
+from ..frames import Frames, FrameSource, StoredOutput, StoreWriter
+from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, input_read_var, map_label, preview_index, run_stream, validate_map)
+from .base import FrameStream, Gate, Stage, StageContext, gate, hist_data
 
 __all__ = [
     "FlatConfig", "FlatQC", "DeadPixelConfig", "IlluminationConfig",
@@ -254,6 +254,51 @@ def apply_flat(data: np.ndarray, var: np.ndarray, flat: np.ndarray) -> tuple[np.
 # ---------------------------------------------------------------------------
 
 
+class _FlatStream(FrameStream):
+    """Flat division and dead / bad-flat flags, chunk by chunk (the flat is prepared once)."""
+
+    def __init__(self, inp: FrameSource, cfg: FlatConfig, ctx: StageContext):
+        inst = ctx.instrument
+        cal = ctx.planet.calibration(inst)
+        shape = inp.frame_shape
+        val = cfg.validation
+        self.flat = validate_map(cal.flat, label=map_label(cal, inst, "flat"), frame_shape=shape,
+                                 check_shape=val.check_shape_compatibility, require_finite=False)
+        self.dead = validate_map(cal.dead, label=map_label(cal, inst, "dead"), frame_shape=shape,
+                                 check_shape=val.check_shape_compatibility, require_finite=False).astype(bool)
+        self.prep = prepare_flat(self.flat, self.dead, min_flat=cfg.min_flat, renormalize=cfg.renormalize_to_mean_one,
+                                 illumination=cfg.illumination_correction)
+        self.static = self.prep.bad.astype(DQ_DTYPE) * DQ_DTYPE(DQ.BAD_FLAT)
+        if cfg.dead_pixels.flag:
+            self.static |= self.dead.astype(DQ_DTYPE) * DQ_DTYPE(DQ.DEAD)
+        read_var, self.read_var_source = input_read_var(inp, cal, inst)
+        self.read_var = read_var / np.square(self.prep.applied)
+        self.cfg, self.inp = cfg, inp
+        self.n_frames, self.frame_shape, self.axis = inp.n_frames, shape, inp.axis
+        self.wavelength_um = inp.output.meta.get("wavelength_um")
+        self.tally = DqTally()
+        self.n_nonfinite = self.n_bad_input = 0
+
+    def process(self, chunk: Frames) -> Frames:
+        self.n_bad_input += check_finite_input(chunk, stage="flat", key=self.cfg.io.input_key,
+                                               require=self.cfg.validation.require_finite_inputs)
+        apply_flat(chunk.data, chunk.var, self.prep.applied)
+        chunk.dq |= self.static
+        self.n_nonfinite += flag_nonfinite(chunk.data, chunk.dq)
+        self.tally.add(chunk.dq)
+        return chunk
+
+    def finish(self, writer: StoreWriter) -> dict:
+        prep = self.prep
+        copy_frame_meta(self.inp, writer)
+        writer.put("flat_applied", prep.applied, "")
+        writer.put("read_var", self.read_var, "electron2")
+        if prep.illumination is not None:
+            writer.put("illumination_field", prep.illumination, "")
+        return FlatStage._metrics(self.n_frames, self.flat, self.dead, prep, self.tally, self.n_nonfinite,
+                                  self.n_bad_input, self.read_var_source)
+
+
 class FlatStage(Stage):
     """Flat-field division with dead / bad-flat flags (see the module docstring)."""
 
@@ -264,45 +309,12 @@ class FlatStage(Stage):
     output_kind = "frames"
     default_io = ("dark_corrected", "flat_corrected")
 
+    def stream(self, inp: FrameSource, cfg: FlatConfig, ctx: StageContext) -> "_FlatStream":
+        return _FlatStream(inp, cfg, ctx)
+
     def run(self, inp: FrameSource, cfg: FlatConfig, ctx: StageContext, writer: StoreWriter) -> dict:
-        inst = ctx.instrument
-        cal = ctx.planet.calibration(inst)
-        shape = inp.frame_shape
-        val = cfg.validation
-        flat = validate_map(cal.flat, label=map_label(cal, inst, "flat"), frame_shape=shape,
-                            check_shape=val.check_shape_compatibility, require_finite=False)
-        dead = validate_map(cal.dead, label=map_label(cal, inst, "dead"), frame_shape=shape,
-                            check_shape=val.check_shape_compatibility, require_finite=False).astype(bool)
-        prep = prepare_flat(flat, dead, min_flat=cfg.min_flat, renormalize=cfg.renormalize_to_mean_one,
-                            illumination=cfg.illumination_correction)
-        static = prep.bad.astype(DQ_DTYPE) * DQ_DTYPE(DQ.BAD_FLAT)
-        if cfg.dead_pixels.flag:
-            static |= dead.astype(DQ_DTYPE) * DQ_DTYPE(DQ.DEAD)
-        read_var, read_var_source = input_read_var(inp, cal, inst)
-
-        n = inp.n_frames
-        data_p, var_p, dq_p = writer.create_frames(n, shape)
-        tally = DqTally()
-        n_nonfinite = n_bad_input = 0
-        for chunk in inp.iter_chunks(ctx.chunk_frames):
-            n_bad_input += check_finite_input(chunk, stage="flat", key=cfg.io.input_key,
-                                              require=val.require_finite_inputs)
-            data, var = apply_flat(chunk.data, chunk.var, prep.applied)
-            dq = chunk.dq
-            dq |= static
-            n_nonfinite += flag_nonfinite(data, dq)
-            tally.add(dq)
-            sl = slice(chunk.start, chunk.start + len(chunk))
-            data_p[sl], var_p[sl], dq_p[sl] = data, var, dq
-            release_pages(data_p, var_p, dq_p, inp.data, inp.var, inp.dq, frames=sl)
-            ctx.report(sl.stop / n, f"{sl.stop}/{n} frames")
-
-        copy_frame_meta(inp, writer)
-        writer.put("flat_applied", prep.applied, "")
-        writer.put("read_var", read_var / np.square(prep.applied), "electron2")
-        if prep.illumination is not None:
-            writer.put("illumination_field", prep.illumination, "")
-        return self._metrics(n, flat, dead, prep, tally, n_nonfinite, n_bad_input, read_var_source)
+        return run_stream(_FlatStream(inp, cfg, ctx), inp.iter_chunks(ctx.chunk_frames), writer, ctx,
+                          release=(inp.data, inp.var, inp.dq))
 
     @staticmethod
     def _metrics(n: int, flat: np.ndarray, dead: np.ndarray, prep: PreparedFlat, tally: DqTally,
@@ -353,8 +365,7 @@ class FlatStage(Stage):
                           "data": np.asarray(output.fields["illumination_field"]), "xlabel": "detector column",
                           "ylabel": "detector row", "clabel": "relative illumination"})
         kinds = np.asarray(output.meta.get("frame_read_kind", []))
-        signal = np.flatnonzero(kinds == 1)
-        index = int(signal[len(signal) // 2]) if signal.size else output.fields["data"].shape[0] // 2
+        index = preview_index(kinds, len(kinds))
         plots.append(frame_image(output, index, title="Flat-corrected electrons (signal read)"))
         keys = ("flat_mean", "flat_std", "flat_min", "flat_max", "renorm_factor", "n_bad_flat", "n_dead",
                 "data_zero_frac", "data_saturated_frac", "illumination_min", "illumination_max")
