@@ -19,6 +19,7 @@ It holds no numerics: each stage's ``run`` does the work (see
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -34,10 +35,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from .config.compose import ValidatedConfig, config_hash, config_to_yaml, validate_config
-from .frames import StoredOutput, StoreWriter, atomic_write_json, atomic_write_text, load_output
+from .frames import (StoredOutput, StoreWriter, StreamedSource, atomic_write_json, atomic_write_text,
+                     load_output)
 from .io.kaggle import CALIBRATION_NAMES, DataLayoutError
 from .stages import QCError, get_stage
 from .stages.base import Gate, RawInput, StageContext
+from .stages.common import preview_index
 
 __all__ = ["RunResult", "StageRecord", "run_chain", "resolve_planet", "PLANET_SCOPE_DIR", "write_depths_csv"]
 
@@ -227,44 +230,117 @@ class _Runner:
         base = self.run_dir / "calib" if cfg.cache.write_intermediate else self.scratch
         return base / name / (inst or PLANET_SCOPE_DIR)
 
-    def run_stage(self, name: str, inst: str | None, inp: Any, key: str, planet, force: bool) -> StoredOutput | None:
+    def _cached(self, name: str, inst: str | None, key: str, force: bool) -> StoredOutput | None:
+        """The stored output of ``name`` when caching is on, not forced, and its key matches."""
+        cfg = self.vc.stages[name]
+        if not cfg.cache.enabled or force:
+            return None
+        out = load_output(self._out_dir(name, inst, cfg))
+        return out if out is not None and out.meta.get("cache_key") == key else None
+
+    def _use_cached(self, name: str, inst: str | None, key: str, cached: StoredOutput) -> StoredOutput:
+        rec = StageRecord(name, inst, "cached", key, output_dir=str(cached.path))
+        rec.metrics = cached.meta.get("metrics", {})
+        # thresholds are not part of the key: judge the stored metrics with today's gates
+        rec.gates = self._gates(get_stage(name), self.vc.stages[name], rec.metrics)
+        self.records.append(rec)
+        self._raise_on_error_gate(rec)
+        self.outputs[(name, inst)] = cached
+        self._report(name, inst, 1.0, "cached")
+        return cached
+
+    def _ctx(self, name: str, inst: str | None, planet) -> StageContext:
+        return StageContext(
+            planet=planet, instrument=inst, stage_cfgs=self.vc.stages, chunk_frames=self.vc.runtime.chunk_frames,
+            upstream=self.outputs, progress=lambda f, m="": self._report(name, inst, f, m),
+        )
+
+    def run_stage(self, name: str, inst: str | None, inp: Any, key: str, planet, force: bool) -> StoredOutput:
+        cached = self._cached(name, inst, key, force)
+        if cached is not None:
+            return self._use_cached(name, inst, key, cached)
+        return self._run_and_commit(name, inst, inp, key, planet, [])
+
+    def run_streamed(self, group: list[tuple[str, str]], name: str, inst: str, inp: Any, key: str, planet,
+                     forced: set[str]) -> StoredOutput:
+        """Run the stages of ``group`` as streams feeding stage ``name``, whose output alone stores frames.
+
+        ``group`` lists ``(stage, cache key)`` of consecutive frame stages with
+        ``cache.write_intermediate: false``.  They are cached as one unit with
+        ``name``: all hit, or all run again.
+        """
+        members = [*group, (name, key)]
+        force = any(n in forced for n, _ in members)
+        hits = [self._cached(n, inst, k, force) for n, k in members]
+        if all(h is not None for h in hits):
+            for (n, k), hit in zip(members, hits):
+                self._use_cached(n, inst, k, hit)
+            return hits[-1]
+        source = self._as_input(group[0][0], inp)
+        streamed = []
+        for stage_name, stage_key in group:
+            stream = get_stage(stage_name).stream(source, self.vc.stages[stage_name],
+                                                  self._ctx(stage_name, inst, planet))
+            self._report(stage_name, inst, 0.0, f"streaming into {name}")
+            source = StreamedSource(stream, source.iter_chunks(self.vc.runtime.chunk_frames),
+                                    preview_index=preview_index(stream.axis.read_kind, stream.n_frames))
+            streamed.append((stage_name, stage_key, stream, source))
+        return self._run_and_commit(name, inst, source, key, planet, streamed)
+
+    def _run_and_commit(self, name: str, inst: str | None, inp: Any, key: str, planet,
+                        streamed: list[tuple[str, str, Any, StreamedSource]]) -> StoredOutput:
+        """Run one stage (and finish the streams feeding it); judge every gate; commit only if none stops the run."""
         stage = get_stage(name)
         cfg = self.vc.stages[name]
         out_dir = self._out_dir(name, inst, cfg)
         rec = StageRecord(name, inst, "ran", key, output_dir=str(out_dir))
-        cached = load_output(out_dir) if (cfg.cache.enabled and not force) else None
-        if cached is not None and cached.meta.get("cache_key") == key:
-            rec.status = "cached"
-            rec.metrics = cached.meta.get("metrics", {})
-            # thresholds are not part of the key: judge the stored metrics with today's gates
-            rec.gates = self._gates(stage, cfg, rec.metrics)
-            self.records.append(rec)
-            self._raise_on_error_gate(rec)
-            self._report(name, inst, 1.0, "cached")
-            return cached
-        ctx = StageContext(
-            planet=planet, instrument=inst, stage_cfgs=self.vc.stages, chunk_frames=self.vc.runtime.chunk_frames,
-            upstream=self.outputs, progress=lambda f, m="": self._report(name, inst, f, m),
-        )
         t0 = time.perf_counter()
         self._report(name, inst, 0.0, "running")
-        with StoreWriter(out_dir) as writer:
-            metrics = stage.run(inp, cfg, ctx, writer)
+        with contextlib.ExitStack() as stack:
+            writer = stack.enter_context(StoreWriter(out_dir))
+            metrics = stage.run(inp, cfg, self._ctx(name, inst, planet), writer)
+            if isinstance(inp, StreamedSource):
+                inp.exhaust()              # every streamed stage has seen every frame before it reports
             rec.seconds = round(time.perf_counter() - t0, 3)
+            done: list[tuple[StageRecord, StoreWriter, dict]] = []
+            for stage_name, stage_key, stream, source in streamed:
+                stage_cfg = self.vc.stages[stage_name]
+                stage_dir = self._out_dir(stage_name, inst, stage_cfg)
+                srec = StageRecord(stage_name, inst, "ran", stage_key, output_dir=str(stage_dir),
+                                   reason=f"streamed into '{name}': frame planes not stored, time counted there")
+                swriter = stack.enter_context(StoreWriter(stage_dir))
+                srec.metrics = stream.finish(swriter)
+                if source.preview is not None:
+                    swriter.put("preview", source.preview, "electron")
+                srec.gates = self._gates(get_stage(stage_name), stage_cfg, srec.metrics)
+                self._stop_on_error_gate(srec)        # nothing of the group is committed
+                done.append((srec, swriter, {"streamed_into": name, "preview_index": source.preview_index}))
             rec.metrics = metrics
             rec.gates = self._gates(stage, cfg, metrics)
-            if any(not g.passed and g.action == "error" for g in rec.gates):
-                rec.status, rec.output_dir = "failed", None
-                self.records.append(rec)
-                self._raise_on_error_gate(rec)      # the writer's temporary output is discarded on exit
-            output = writer.commit({
-                "stage": name, "instrument": inst, "cache_key": key, "seconds": rec.seconds,
-                "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
-                "metrics": metrics, "gates": [g.to_json() for g in rec.gates],
-            })
+            self._stop_on_error_gate(rec)
+            for srec, swriter, extra in done:
+                self.outputs[(srec.stage, inst)] = swriter.commit(self._meta(srec, self.vc.stages[srec.stage], extra))
+                self.records.append(srec)
+                self._report(srec.stage, inst, 1.0, f"streamed into {name}")
+            output = writer.commit(self._meta(rec, cfg, {}))
         self.records.append(rec)
         self._report(name, inst, 1.0, f"done in {rec.seconds:.2f} s")
         return output
+
+    @staticmethod
+    def _meta(rec: StageRecord, cfg: Any, extra: dict) -> dict:
+        return {
+            "stage": rec.stage, "instrument": rec.instrument, "cache_key": rec.cache_key, "seconds": rec.seconds,
+            "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
+            "metrics": rec.metrics, "gates": [g.to_json() for g in rec.gates], **extra,
+        }
+
+    def _stop_on_error_gate(self, rec: StageRecord) -> None:
+        """Record a stage whose ``error`` gate failed as failed (nothing committed) and raise."""
+        if any(not g.passed and g.action == "error" for g in rec.gates):
+            rec.status, rec.output_dir = "failed", None
+            self.records.append(rec)
+            self._raise_on_error_gate(rec)      # open writers discard their temporary output on exit
 
     @staticmethod
     def _raise_on_error_gate(rec: StageRecord) -> None:
@@ -300,9 +376,17 @@ class _Runner:
         for inst in vc.data.instruments:
             key = _key(data_key, inst)
             inp: Any = RawInput(planet, inst)
-            for name in inst_stages:
+            group: list[tuple[str, str]] = []      # streamed stages waiting for the stage that stores frames
+            for i, name in enumerate(inst_stages):
                 key = self._chain_key(key, name)
-                out = self.run_stage(name, inst, self._as_input(name, inp), key, planet, name in forced)
+                if self._streams_into(name, inst_stages[i + 1] if i + 1 < len(inst_stages) else None):
+                    group.append((name, key))
+                    continue
+                if group:
+                    out = self.run_streamed(group, name, inst, inp, key, planet, forced)
+                    group = []
+                else:
+                    out = self.run_stage(name, inst, self._as_input(name, inp), key, planet, name in forced)
                 self.outputs[(name, inst)] = out
                 inp = out
             last[inst] = (key, inp)
@@ -325,6 +409,12 @@ class _Runner:
             out = self.run_stage(name, None, inp, key, planet, name in forced)
             self.outputs[(name, None)] = out
             inp = out
+
+    def _streams_into(self, name: str, successor: str | None) -> bool:
+        """Stream ``name`` into its successor: its planes are not kept, it can stream, the successor takes a stream."""
+        cfg = self.vc.stages[name]
+        return (successor is not None and not cfg.cache.write_intermediate and get_stage(name).can_stream(cfg)
+                and get_stage(successor).accepts_stream)
 
     def _chain_key(self, upstream: str, name: str) -> str:
         section = OmegaConf.to_container(self.vc.cfg.calib[name], resolve=True)

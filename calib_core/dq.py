@@ -10,7 +10,7 @@ import enum
 
 import numpy as np
 
-__all__ = ["DQ", "DO_NOT_USE_MASK", "DQ_DTYPE", "count_bits", "decode"]
+__all__ = ["DQ", "DO_NOT_USE_MASK", "DQ_DTYPE", "count_bits", "decode", "dropped_frames"]
 
 DQ_DTYPE = np.uint16
 
@@ -49,3 +49,9 @@ def count_bits(dq: np.ndarray) -> dict[str, int]:
 def decode(value: int) -> list[str]:
     """Names of the bits set in one dq value."""
     return [flag.name for flag in DQ if value & flag.value]
+
+
+def dropped_frames(dq: np.ndarray) -> np.ndarray:
+    """True for frames whose every pixel carries ``DROPPED`` (telemetry drop)."""
+    dq = np.asarray(dq)
+    return ((dq & int(DQ.DROPPED)) != 0).reshape(len(dq), -1).all(axis=1)

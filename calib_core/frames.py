@@ -31,13 +31,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .dq import DQ_DTYPE
+from .dq import DQ, DQ_DTYPE, dropped_frames
 
 __all__ = [
     "Frames",
     "FrameAxisMeta",
     "FramePlane",
     "FrameSource",
+    "StreamedSource",
     "StoredOutput",
     "StoreWriter",
     "atomic_write_bytes",
@@ -170,6 +171,141 @@ class FrameSource:
     def iter_chunks(self, chunk_frames: int) -> Iterator[Frames]:
         for start in range(0, self.n_frames, chunk_frames):
             yield self.read(start, min(start + chunk_frames, self.n_frames))
+
+    def discard_before(self, frame: int) -> None:
+        """Frames before ``frame`` will not be read again (stored frames stay readable: nothing to do)."""
+
+    def dropped_mask(self, chunk_frames: int = 4096) -> np.ndarray:
+        """Frames lost in telemetry (``DROPPED`` on every pixel), from the dq plane."""
+        out = np.zeros(self.n_frames, bool)
+        for start in range(0, self.n_frames, chunk_frames):
+            sl = slice(start, min(start + chunk_frames, self.n_frames))
+            candidates = start + np.flatnonzero((np.asarray(self.dq[sl, 0, 0]) & int(DQ.DROPPED)) != 0)
+            if candidates.size:
+                out[candidates] = dropped_frames(np.asarray(self.dq[candidates]))
+        return out
+
+
+@dataclass
+class _StreamOutput:
+    """What a :class:`StreamedSource` offers in place of a stored output's ``meta`` and small fields."""
+
+    meta: dict
+    fields: dict[str, np.ndarray]
+
+
+class StreamedSource:
+    """Frames computed on the fly -- an upstream's chunks through a stage stream -- never stored.
+
+    It stands in for a :class:`FrameSource` as the next stage's input:
+    ``n_frames``, ``frame_shape``, ``axis``, ``output`` (``meta`` with the
+    wavelengths, and the small ``read_var`` field), ``iter_chunks`` (one pass
+    in frame order, the upstream's chunk size), and ``read`` / ``take`` served
+    from a window of buffered chunks that grows on demand and that the reader
+    trims with :meth:`discard_before`, so memory stays bounded by a few chunks.
+    Reading a frame already discarded or iterated past is an error, never a
+    silent gap.  Every frame that passes is checked for telemetry drops, and
+    the frame ``preview_index`` is kept (``preview``) so the stage that was
+    streamed still shows a frame in its diagnostics.
+
+    Parameters
+    ----------
+    stream : calib_core.stages.base.FrameStream
+        The stage applied to each chunk.
+    chunks : iterator
+        The upstream's chunks, in frame order (raw ``(first, uint16 frames)``
+        for the ADC, :class:`Frames` otherwise).
+    preview_index : int, optional
+        Frame to keep as ``preview``.
+    """
+
+    data = var = dq = None      #: no memory maps behind these frames (``release_pages`` skips them)
+
+    def __init__(self, stream: Any, chunks: Iterator[Any], preview_index: int | None = None):
+        self.stream = stream
+        self._chunks = iter(chunks)
+        self._buf: list[Frames] = []
+        self._next = 0                       #: first frame not pulled from upstream yet
+        self._floor = 0                      #: frames before this were discarded
+        self.n_frames = int(stream.n_frames)
+        self.axis = stream.axis
+        self.preview_index = preview_index
+        self.preview: np.ndarray | None = None
+        self._dropped = np.zeros(self.n_frames, bool)
+        if not self._pull():
+            raise ValueError("streamed input has no frames")
+        self.frame_shape = tuple(stream.frame_shape)
+        self.output = _StreamOutput({"wavelength_um": stream.wavelength_um}, {"read_var": stream.read_var})
+
+    def _pull(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        out = self.stream.process(chunk)
+        if out.start != self._next:
+            raise RuntimeError(f"stream chunk starts at frame {out.start}, expected {self._next}")
+        stop = out.start + len(out)
+        self._dropped[out.start:stop] = dropped_frames(out.dq)
+        if self.preview_index is not None and out.start <= self.preview_index < stop:
+            self.preview = np.array(out.data[self.preview_index - out.start:self.preview_index - out.start + 1])
+        self._next = stop
+        self._buf.append(out)
+        return True
+
+    def iter_chunks(self, chunk_frames: int = 0) -> Iterator[Frames]:
+        """Yield the frames once, front to back, in the upstream's chunks (``chunk_frames`` is not used)."""
+        if self._buf and self._buf[0].start != self._floor:
+            raise RuntimeError("streamed input: iter_chunks after frames were discarded")
+        while self._buf or self._pull():
+            chunk = self._buf.pop(0)
+            self._floor = chunk.start + len(chunk)
+            yield chunk
+
+    def take(self, indices: np.ndarray) -> Frames:
+        """Frames at ``indices`` (any order), pulling upstream chunks as far as needed."""
+        idx = np.asarray(indices, np.int64)
+        if idx.size == 0:
+            raise ValueError("streamed input: take() of no frames")
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < self._floor:
+            raise RuntimeError(f"streamed input: frame {lo} was already discarded (frames before "
+                               f"{self._floor} are gone)")
+        if hi >= self.n_frames:
+            raise IndexError(f"frame {hi} out of range for {self.n_frames} frames")
+        while self._next <= hi:
+            if not self._pull():
+                raise RuntimeError(f"streamed input ended at frame {self._next}, frame {hi} was asked for")
+        first = self._buf[0]
+        data = np.empty((idx.size, *first.data.shape[1:]), first.data.dtype)
+        var = np.empty_like(data)
+        dq = np.empty(data.shape, first.dq.dtype)
+        for chunk in self._buf:
+            sel = np.flatnonzero((idx >= chunk.start) & (idx < chunk.start + len(chunk)))
+            if sel.size:
+                local = idx[sel] - chunk.start
+                data[sel], var[sel], dq[sel] = chunk.data[local], chunk.var[local], chunk.dq[local]
+        return Frames(data, var, dq, self.axis.take(idx), int(idx[0]))
+
+    def read(self, start: int, stop: int) -> Frames:
+        return self.take(np.arange(start, stop))
+
+    def discard_before(self, frame: int) -> None:
+        """Frames before ``frame`` will not be read again: drop the chunks wholly before it."""
+        while self._buf and self._buf[0].start + len(self._buf[0]) <= frame:
+            self._buf.pop(0)
+        self._floor = max(self._floor, frame)
+
+    def exhaust(self) -> None:
+        """Run the rest of the upstream through the stream without keeping it (every frame seen once)."""
+        self._buf.clear()
+        while self._pull():
+            self._buf.clear()
+        self._floor = self._next
+
+    def dropped_mask(self, chunk_frames: int = 0) -> np.ndarray:
+        """Frames lost in telemetry; the rest of the stream is run first (call it after the last read)."""
+        self.exhaust()
+        return self._dropped.copy()
 
 
 @dataclass

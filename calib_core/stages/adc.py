@@ -446,9 +446,12 @@ class AdcStage(Stage):
     output_kind = "frames"
     default_io = ("raw_frames", "adc_corrected")
 
+    def can_stream(self, cfg: Any) -> bool:
+        return not cfg.reference_pixel.use
+
     def stream(self, inp: RawInput, cfg: AdcConfig, ctx: StageContext) -> "_AdcStream | None":
         """The single-pass conversion as a stream; None with reference pixels (their offsets need every frame)."""
-        return None if cfg.reference_pixel.use else _AdcStream(inp, cfg, ctx)
+        return _AdcStream(inp, cfg, ctx) if self.can_stream(cfg) else None
 
     def run(self, inp: RawInput, cfg: AdcConfig, ctx: StageContext, writer: StoreWriter) -> dict:
         if not cfg.reference_pixel.use:

@@ -161,10 +161,17 @@ class Stage(abc.ABC):
     output_kind: ClassVar[str] = "frames"     # "frames" | "series"
     scope: ClassVar[str] = "instrument"       # "instrument" | "planet"
     default_io: ClassVar[tuple[str, str]] = ("", "")
+    #: reads its input only through ``iter_chunks`` / ``read`` / ``take`` in frame order, so a
+    #: :class:`calib_core.frames.StreamedSource` can stand in for a stored input
+    accepts_stream: ClassVar[bool] = False
 
     @abc.abstractmethod
     def run(self, inp: Any, cfg: Any, ctx: StageContext, writer: "StoreWriter") -> dict:
         """Process ``inp``, write output fields through ``writer``, return QC metrics."""
+
+    def can_stream(self, cfg: Any) -> bool:
+        """Whether :meth:`stream` works with this config."""
+        return False
 
     def stream(self, inp: Any, cfg: Any, ctx: StageContext) -> FrameStream | None:
         """This stage as a :class:`FrameStream` on ``inp``, or None when it (or this config) cannot stream."""

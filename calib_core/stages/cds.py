@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config.base import IOConfig, QualityChecks, StageConfig, opt
-from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
+from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE, dropped_frames
 from ..frames import FrameAxisMeta, FrameSource, StoredOutput, StoreWriter
 from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, decimate, flag_nonfinite, frame_image, input_read_var, release_pages)
 from .base import Gate, Stage, StageContext, gate
@@ -174,11 +174,6 @@ def pair_reads(time_s: np.ndarray, read_kind: np.ndarray, *, order_by: str = "in
     signal_idx = order[pos_sig].astype(np.int64)
     first_idx = np.where(ok, order[partner], -1).astype(np.int64)
     return signal_idx, first_idx
-
-
-def dropped_frames(dq: np.ndarray) -> np.ndarray:
-    """True for frames whose every pixel carries ``DROPPED`` (telemetry drop)."""
-    return ((dq & int(DQ.DROPPED)) != 0).reshape(len(dq), -1).all(axis=1)
 
 
 def cds_difference(signal: np.ndarray, signal_var: np.ndarray, signal_dq: np.ndarray, first: np.ndarray,
@@ -567,6 +562,7 @@ class CdsStage(Stage):
     Config = CdsConfig
     input_kind = "frames"
     output_kind = "frames"
+    accepts_stream = True
     default_io = ("flat_corrected", "cds_corrected")
 
     def run(self, inp: FrameSource, cfg: CdsConfig, ctx: StageContext, writer: StoreWriter) -> dict:
@@ -577,13 +573,13 @@ class CdsStage(Stage):
         if m == 0:
             raise ValueError(f"cds: input '{cfg.io.input_key}' ({inst}) has no signal reads (frame_read_kind 1)")
         read_var, read_var_source = input_read_var(inp, ctx.planet.calibration(inst), inst)
-        static_good = (np.asarray(inp.dq[0]) & STATIC_BITS) == 0
+        static_good = (inp.read(0, 1).dq[0] & STATIC_BITS) == 0
         planes = writer.create_frames(m, shape)
         paired = np.zeros(m, bool)
         row_flux = np.zeros((m, shape[0]))
-        n_dropped_in = int(np.count_nonzero(self._input_dropped(inp, ctx.chunk_frames)))
         n_nonfinite, n_bad_input, gaps = self._difference_pass(inp, cfg, ctx, plan, read_var, static_good, planes,
                                                                paired, row_flux)
+        n_dropped_in = int(np.count_nonzero(inp.dropped_mask(ctx.chunk_frames)))
         first_idx = np.where(paired, plan.first_idx, -1)
         t_sig = inp.axis.time_s[plan.signal_idx]
         dt = np.where(paired, t_sig - inp.axis.time_s[np.maximum(plan.first_idx, 0)], np.nan)
@@ -628,18 +624,6 @@ class CdsStage(Stage):
         return metrics
 
     @staticmethod
-    def _input_dropped(inp: FrameSource, chunk_frames: int) -> np.ndarray:
-        """Dropped input frames (DROPPED on the first pixel, confirmed on the whole frame)."""
-        out = np.zeros(inp.n_frames, bool)
-        for start in range(0, inp.n_frames, chunk_frames):
-            sl = slice(start, min(start + chunk_frames, inp.n_frames))
-            candidates = start + np.flatnonzero((np.asarray(inp.dq[sl, 0, 0]) & int(DQ.DROPPED)) != 0)
-            if candidates.size:
-                out[candidates] = dropped_frames(np.asarray(inp.dq[candidates]))
-            release_pages(inp.dq, frames=sl)
-        return out
-
-    @staticmethod
     def _difference_pass(inp: FrameSource, cfg: CdsConfig, ctx: StageContext, plan: _CdsPlan, read_var: np.ndarray,
                          static_good: np.ndarray, planes: tuple[np.ndarray, np.ndarray, np.ndarray],
                          paired: np.ndarray, row_flux: np.ndarray
@@ -653,6 +637,9 @@ class CdsStage(Stage):
         """
         m = len(plan.signal_idx)
         data_p, var_p, dq_p = planes
+        # lowest input frame any later pair reads: a streamed input drops what is below it
+        lowest = np.minimum(plan.signal_idx, np.where(plan.first_idx >= 0, plan.first_idx, plan.signal_idx))
+        needed_from = np.append(np.minimum.accumulate(lowest[::-1])[::-1], inp.n_frames)
         n_nonfinite = n_bad_input = 0
         gaps: list[tuple[np.ndarray, ...]] = []
         for start in range(0, m, ctx.chunk_frames):
@@ -680,6 +667,7 @@ class CdsStage(Stage):
             release_pages(data_p, var_p, dq_p, frames=sl)
             used = np.concatenate([plan.signal_idx[sl], plan.first_idx[sl][has_first]])
             release_pages(inp.data, inp.var, inp.dq, frames=slice(int(used.min()), int(used.max()) + 1))
+            inp.discard_before(int(needed_from[sl.stop]))
             ctx.report(0.6 * sl.stop / m, f"{sl.stop}/{m} CDS frames")
         t_gap, r_gap, c_gap = (np.concatenate(parts) for parts in zip(*gaps))
         return n_nonfinite, n_bad_input, (t_gap, r_gap, c_gap)

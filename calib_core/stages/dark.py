@@ -354,7 +354,11 @@ class DarkStage(Stage):
     Config = DarkConfig
     input_kind = "frames"
     output_kind = "frames"
+    accepts_stream = True
     default_io = ("adc_corrected", "dark_corrected")
+
+    def can_stream(self, cfg: Any) -> bool:
+        return True
 
     def stream(self, inp: FrameSource, cfg: DarkConfig, ctx: StageContext) -> "_DarkStream":
         return _DarkStream(inp, cfg, ctx)

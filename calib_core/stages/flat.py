@@ -307,7 +307,11 @@ class FlatStage(Stage):
     Config = FlatConfig
     input_kind = "frames"
     output_kind = "frames"
+    accepts_stream = True
     default_io = ("dark_corrected", "flat_corrected")
+
+    def can_stream(self, cfg: Any) -> bool:
+        return True
 
     def stream(self, inp: FrameSource, cfg: FlatConfig, ctx: StageContext) -> "_FlatStream":
         return _FlatStream(inp, cfg, ctx)

@@ -1,0 +1,167 @@
+"""Streamed detector stages: ADC -> dark -> flat chained in memory into CDS when their planes are not kept.
+
+The streamed chain must compute exactly what the stored chain computes (same
+CDS planes, metrics, light curves and spectrum), cache as one unit, stop on
+an ``error`` gate of a streamed stage without committing anything of the
+group, and never read a frame it already let go.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calib_core.chain import run_chain
+from calib_core.config import compose_config
+from calib_core.frames import Frames, FrameAxisMeta, StreamedSource, load_output
+from calib_core.stages import QCError
+from calib_core.stages.base import FrameStream
+
+STREAM = [f"calib.{s}.cache.write_intermediate=false" for s in ("adc", "dark", "flat")]
+DETECTOR_ONLY = ["calib.trace.enabled=false", "calib.phase.enabled=false", "calib.depths.enabled=false",
+                 "calib.top_level_calib.enabled=false"]
+
+
+def _run(root, run_dir, *overrides, profile="calib/nominal"):
+    return run_chain(compose_config(profile, [f"data.root={root}", f"run_dir={run_dir}", *overrides]))
+
+
+def _metrics_without_times(rec):
+    return json.loads(json.dumps(rec.metrics, default=lambda o: np.asarray(o).tolist()))
+
+
+@pytest.fixture(scope="module")
+def stored_and_streamed(detector_demo, tmp_path_factory):
+    """The detector chain + photometry on a planet with dropped pairs, 16-frame chunks: stored vs streamed."""
+    common = [*DETECTOR_ONLY, "runtime.chunk_frames=16"]
+    stored = _run(detector_demo, tmp_path_factory.mktemp("stored"), *common)
+    streamed = _run(detector_demo, tmp_path_factory.mktemp("streamed"), *common, *STREAM)
+    return stored, streamed
+
+
+@pytest.mark.parametrize("inst", ["AIRS-CH0", "FGS1"])
+def test_streamed_chain_equals_the_stored_chain(stored_and_streamed, inst):
+    stored, streamed = stored_and_streamed
+    assert stored.status == streamed.status == "ok"
+    for field in ("data", "var", "dq", "frame_flux", "pair_index"):
+        a, b = stored.output("cds", inst).fields[field], streamed.output("cds", inst).fields[field]
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"cds/{field}")
+    for field in ("photometry_flux", "photometry_flux_var"):
+        np.testing.assert_array_equal(np.asarray(stored.output("photometry", inst).fields[field]),
+                                      np.asarray(streamed.output("photometry", inst).fields[field]))
+    for stage in ("adc", "dark", "flat", "cds", "photometry"):
+        assert _metrics_without_times(streamed.record(stage, inst)) == _metrics_without_times(
+            stored.record(stage, inst)), stage
+    assert streamed.record("cds", inst).metrics["n_unpaired"] > 0       # the dropped pairs were seen
+
+
+@pytest.mark.parametrize("stage", ["adc", "dark", "flat"])
+def test_streamed_stages_keep_metrics_and_a_preview_frame_but_no_planes(stored_and_streamed, stage):
+    stored, streamed = stored_and_streamed
+    inst = "AIRS-CH0"
+    rec = streamed.record(stage, inst)
+    assert rec.status == "ran" and "streamed into" in rec.reason
+    out = streamed.output(stage, inst)
+    assert not {"data", "var", "dq"} & set(out.fields)
+    assert not (streamed.run_dir / "calib" / stage).exists()          # write_intermediate: false
+    assert out.meta["streamed_into"] == "cds"          # the stage whose output stores the frames
+    index = out.meta["preview_index"]
+    np.testing.assert_array_equal(out.fields["preview"][0], stored.output(stage, inst).fields["data"][index])
+    image = [p for p in streamed.diagnostics(stage, inst) if p["kind"] == "image" and "frame" in p["title"]]
+    assert image and "streamed" in image[0]["title"]
+    np.testing.assert_array_equal(image[0]["data"], out.fields["preview"][0])
+
+
+def test_streamed_group_caches_as_one_unit(detector_demo, tmp_path):
+    args = [*DETECTOR_ONLY, "calib.photometry.enabled=false", "data.instruments=[FGS1]", *STREAM]
+    first = _run(detector_demo, tmp_path, *args)
+    assert [r.status for r in first.records] == ["ran"] * 4
+    again = _run(detector_demo, tmp_path, *args)
+    assert [r.status for r in again.records] == ["cached"] * 4
+    np.testing.assert_array_equal(np.asarray(again.output("cds", "FGS1").fields["data"]),
+                                  np.asarray(first.output("cds", "FGS1").fields["data"]))
+    changed = _run(detector_demo, tmp_path, *args, "calib.dark.hot_pixels.sigma=3.0")
+    assert [(r.stage, r.status) for r in changed.records] == [("adc", "ran"), ("dark", "ran"), ("flat", "ran"),
+                                                              ("cds", "ran")]
+    assert changed.record("dark", "FGS1").metrics["n_hot"] > first.record("dark", "FGS1").metrics["n_hot"]
+
+
+def test_error_gate_of_a_streamed_stage_commits_nothing_of_the_group(detector_demo, tmp_path):
+    args = [*DETECTOR_ONLY, "calib.photometry.enabled=false", "data.instruments=[AIRS-CH0]", *STREAM,
+            "calib.adc.quality_checks.max_dropped_frame_frac=0.0", "calib.adc.quality_checks.action_on_fail=error"]
+    with pytest.raises(QCError, match=r"QC gate 'dropped_frames' of stage 'adc' \(AIRS-CH0\) failed"):
+        _run(detector_demo, tmp_path, *args)
+    assert not (tmp_path / "calib" / "cds" / "AIRS-CH0").exists()
+    assert not any(p.name == "meta.json" for p in tmp_path.rglob("*"))        # no stage output committed
+    qc = json.loads((tmp_path / "qc.json").read_text())
+    assert qc["status"] == "failed" and qc["stages"]["adc"]["AIRS-CH0"]["status"] == "failed"
+
+
+def test_reference_pixel_adc_is_stored_and_the_rest_streams(detector_demo, tmp_path):
+    """The two-pass ADC (reference pixels) cannot stream: it is stored (in scratch) and dark -> flat stream from it."""
+    args = [*DETECTOR_ONLY, "calib.photometry.enabled=false", "data.instruments=[FGS1]", *STREAM,
+            "calib.adc.reference_pixel.use=true"]
+    streamed = _run(detector_demo, tmp_path / "a", *args)
+    stored = _run(detector_demo, tmp_path / "b", *args[:-4], "calib.adc.reference_pixel.use=true")
+    assert streamed.record("adc", "FGS1").reason == ""
+    assert "data" in streamed.output("adc", "FGS1").fields
+    assert "streamed into 'cds'" in streamed.record("dark", "FGS1").reason
+    np.testing.assert_array_equal(np.asarray(streamed.output("cds", "FGS1").fields["data"]),
+                                  np.asarray(stored.output("cds", "FGS1").fields["data"]))
+
+
+class _Double(FrameStream):
+    """A toy stream: doubles the data of 5-frame chunks of a known cube."""
+
+    def __init__(self, n):
+        self.n_frames, self.frame_shape = n, (2, 3)
+        self.axis = FrameAxisMeta(np.arange(n, dtype=float), np.ones(n), np.ones(n, np.int8))
+        self.read_var, self.wavelength_um = np.zeros((2, 3), np.float32), None
+
+    def process(self, chunk):
+        return Frames(chunk.data * 2, chunk.var, chunk.dq, chunk.axis, chunk.start)
+
+    def finish(self, writer):
+        return {}
+
+
+def _source(n=23, preview=None):
+    cube = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3)
+    axis = FrameAxisMeta(np.arange(n, dtype=float), np.ones(n), np.ones(n, np.int8))
+    chunks = (Frames(cube[a:a + 5].copy(), np.ones((min(5, n - a), 2, 3), np.float32),
+                     np.zeros((min(5, n - a), 2, 3), np.uint16), axis.take(slice(a, a + 5)), a)
+              for a in range(0, n, 5))
+    return cube, StreamedSource(_Double(n), chunks, preview_index=preview)
+
+
+def test_streamed_source_serves_frames_in_order_and_refuses_discarded_ones():
+    cube, src = _source(preview=12)
+    assert src.frame_shape == (2, 3) and src.n_frames == 23
+    np.testing.assert_array_equal(src.take(np.array([3, 9, 4])).data, 2 * cube[[3, 9, 4]])   # across chunks
+    np.testing.assert_array_equal(src.read(8, 14).data, 2 * cube[8:14])
+    src.discard_before(10)
+    with pytest.raises(RuntimeError, match="frame 9 was already discarded"):
+        src.take(np.array([9, 11]))
+    with pytest.raises(IndexError):
+        src.take(np.array([23]))
+    np.testing.assert_array_equal(src.take(np.array([22])).data, 2 * cube[[22]])
+    np.testing.assert_array_equal(src.preview, 2 * cube[12:13])
+    assert not src.dropped_mask().any()
+
+
+def test_streamed_source_iterates_once_and_counts_dropped_frames():
+    cube, src = _source(n=12)
+    got = np.concatenate([c.data for c in src.iter_chunks(5)])
+    np.testing.assert_array_equal(got, 2 * cube)
+    assert list(src.iter_chunks(5)) == []                                     # one pass only
+    dq = np.zeros((4, 2, 3), np.uint16)
+    dq[1] = 1 << 15
+    axis = FrameAxisMeta(np.arange(4.0), np.ones(4), np.ones(4, np.int8))
+    from calib_core.dq import DQ
+    dq[1] = int(DQ.DROPPED)
+    src = StreamedSource(_Double(4), iter([Frames(np.zeros((4, 2, 3), np.float32), np.zeros((4, 2, 3), np.float32),
+                                                  dq, axis, 0)]))
+    np.testing.assert_array_equal(src.dropped_mask(), [False, True, False, False])
