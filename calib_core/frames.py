@@ -17,6 +17,11 @@ On-disk layout of one stage output (``run_dir/calib/<stage>/<instrument>/``)::
     <field>.npy                    # series stages: photometry_flux, ... (see meta.json)
     meta.json                      # written last: fields, shapes, dtypes, units,
                                    # frame times, wavelength order, cache key
+
+A detector stage streamed into the next one (:class:`StreamedSource`; its
+``cache.write_intermediate`` is false) stores everything but the three frame
+planes, plus ``preview.npy`` -- the one frame its diagnostics show -- and
+``streamed_into`` / ``preview_index`` in its meta.
 """
 
 from __future__ import annotations

@@ -194,7 +194,9 @@ class LoggingConfig:
 @dataclass
 class CacheConfig:
     enabled: bool = opt(True, doc="reuse this stage's stored output when its inputs and config are unchanged")
-    write_intermediate: bool = opt(True, doc="write the stage output to run_dir/calib/<stage>/<instrument>/")
+    write_intermediate: bool = opt(True, doc="write the stage output to run_dir/calib/<stage>/<instrument>/ "
+                                             "(false: run_dir/.scratch; ADC, dark and flat then stream in memory "
+                                             "into the next detector stage, without storing their frame planes)")
 
 
 @dataclass
