@@ -56,6 +56,8 @@ def test_streamed_chain_equals_the_stored_chain(stored_and_streamed, inst):
         assert _metrics_without_times(streamed.record(stage, inst)) == _metrics_without_times(
             stored.record(stage, inst)), stage
     assert streamed.record("cds", inst).metrics["n_unpaired"] > 0       # the dropped pairs were seen
+    titles = [p["title"] for p in stored.diagnostics("cds", inst)]
+    assert titles and [p["title"] for p in streamed.diagnostics("cds", inst)] == titles
 
 
 @pytest.mark.parametrize("stage", ["adc", "dark", "flat"])
