@@ -94,6 +94,57 @@ def test_multiplicative_fit_recovers_baseline_and_depth_exactly():
     assert fit.gamma[0, 0] == pytest.approx(0.0121, rel=1e-10) and fit.chi2[0] < 1e-16
 
 
+def _additive_channels(u1, u2, depth, noise, seed=0):
+    """Channels ``y = design @ b - depth * (d(u1, u2) . E)`` (+ white noise) on one geometry, with their inputs."""
+    rng = np.random.default_rng(seed)
+    geometry = Geometry(3.5, 5.0, 10.0, 88.5)
+    time_h = np.linspace(0, 7.5, 400)
+    e = deficit_basis(time_h, geometry, 0.11)
+    design = depths.baseline_design(time_h, 2)
+    n = len(u1)
+    base = design @ np.column_stack([1 + 0.01 * rng.normal(size=n), 1e-3 * rng.normal(size=(n, 2))]).T
+    signal = np.einsum("cx,xm->mc", ld_direction(u1, u2), e) * depth
+    flux = base - signal + noise * rng.normal(size=base.shape)
+    weight = np.full(flux.shape, 1.0 / max(noise, 1e-6) ** 2)
+    weight[::37, 0] = 0.0                                            # a few unusable points
+    curves = depths.Curves(time_h, flux, weight, 0.0, np.linspace(1.0, 3.0, n))
+    return curves, design, e
+
+
+def test_profiled_chi2_matches_direct_least_squares_and_its_gradient_finite_differences():
+    u1, u2 = np.array([0.1, 0.3, 0.5, 0.2]), np.array([0.3, 0.2, 0.05, -0.1])
+    curves, design, e = _additive_channels(u1, u2, np.array([0.010, 0.012, 0.011, 0.009]), noise=2e-4)
+    stats = depths.profiled_statistics(curves, design, e)
+    u = np.column_stack([u1 + 0.07, u2 - 0.05])                      # away from the optimum
+    chi2, grad = depths.profiled_chi2(stats, u)
+    for c in range(u.shape[0]):                                      # oracle: weighted least squares per channel
+        sw = np.sqrt(curves.weight[:, c])
+        a = np.column_stack([design, -(ld_direction(*u[c]) @ e)]) * sw[:, None]
+        coef = np.linalg.lstsq(a, curves.flux[:, c] * sw, rcond=None)[0]
+        # cross products: chi2 (~400) is the difference of two sums of ~1e10, so ~7 digits cancel
+        assert chi2[c] == pytest.approx(np.sum((curves.flux[:, c] * sw - a @ coef) ** 2), rel=1e-6)
+    h = 1e-6
+    for j in range(2):
+        step = np.zeros(2)
+        step[j] = h
+        numeric = (depths.profiled_chi2(stats, u + step)[0] - depths.profiled_chi2(stats, u - step)[0]) / (2 * h)
+        np.testing.assert_allclose(grad[:, j], numeric, rtol=1e-5)
+
+
+def test_smooth_law_recovers_an_exact_law_from_noise_free_channels():
+    n = 40
+    curves, design, e = _additive_channels(np.zeros(n), np.zeros(n), np.zeros(n), noise=0.0)
+    x = depths._wavenumber_coordinate(curves.wavelength_um)
+    law = np.array([[0.35, -0.12, 0.03], [0.18, 0.05, -0.02]])      # u1, u2 Legendre coefficients
+    u = np.polynomial.legendre.legvander(x, 2) @ law.T
+    depth = 0.012 + 0.001 * np.sin(3 * x)
+    signal = np.einsum("cx,xm->mc", ld_direction(u[:, 0], u[:, 1]), e) * depth
+    curves = depths.Curves(curves.time_h, curves.flux - signal, curves.weight, 0.0, curves.wavelength_um)
+    usable = np.ones(n, bool)
+    fitted = depths._smooth_law(curves, e, design, 2, usable, (0.3, 0.15))
+    np.testing.assert_allclose(fitted, law, atol=1e-4)
+
+
 def test_fill_missing_interpolates_with_a_conservative_error():
     out = {"mu": np.array([0.01, 0.0101, np.nan, 0.0103, 0.0104]), "sigma": np.array([1e-4, 1e-4, np.nan, 1e-4, 2e-4]),
            "wavelength_um": np.array([2.0, 2.1, 2.2, 2.3, 2.4]), "instrument": np.ones(5)}

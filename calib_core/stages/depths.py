@@ -104,6 +104,9 @@ __all__ = [
     "fit_multiplicative",
     "fit_white",
     "fit_channels",
+    "ProfiledStatistics",
+    "profiled_statistics",
+    "profiled_chi2",
     "channel_sigma",
     "fill_missing",
     "DepthsStage",
@@ -574,22 +577,78 @@ def _normal_statistics(curves: Curves, design: np.ndarray, e: np.ndarray) -> dic
     }
 
 
-def _projected_chi2(stats: dict[str, np.ndarray], d: np.ndarray) -> np.ndarray:
-    """Chi^2 per channel of the additive model ``design @ b - depth * (d . E)`` at its linear optimum.
+@dataclass
+class ProfiledStatistics:
+    """Per-channel cross products with the baseline projected out (C channels, basis of 3 curves).
 
-    ``d`` (C, 3) are the channels' limb-darkening directions; uses only the
-    cross products of :func:`_normal_statistics`, so one evaluation costs a few
-    (C, nb+1, nb+1) solves instead of a pass over the data.
+    For the additive model ``y = design @ b - s * (d . E)`` with the baseline
+    ``b`` profiled out, only these enter the fit of the basis part: ``Q`` (C, 3, 3)
+    the projected Gram matrix of the basis curves, ``g`` (C, 3) their projected
+    cross products with the data and ``yy`` (C,) the projected data norm.
     """
-    nb = stats["A"].shape[1]
-    bd = np.einsum("cix,cx->ci", stats["B"], d)
-    gram = np.empty((d.shape[0], nb + 1, nb + 1))
-    gram[:, :nb, :nb] = stats["A"]
-    gram[:, :nb, nb] = gram[:, nb, :nb] = -bd
-    gram[:, nb, nb] = np.einsum("cx,cxz,cz->c", d, stats["Q"], d)
-    rhs = np.concatenate([stats["py"], -np.einsum("cx,cx->c", d, stats["ey"])[:, None]], axis=1)
-    sol = np.linalg.solve(gram, rhs[..., None])[..., 0]
-    return stats["yy"] - np.einsum("ci,ci->c", rhs, sol)
+
+    Q: np.ndarray
+    g: np.ndarray
+    yy: np.ndarray
+
+
+def profiled_statistics(curves: Curves, design: np.ndarray, e: np.ndarray,
+                        channels: np.ndarray | None = None) -> ProfiledStatistics:
+    """:class:`ProfiledStatistics` for baseline ``design`` and basis ``e`` (3, M).
+
+    ``channels`` (boolean (C,), default all) selects the channels; each needs
+    more usable points than baseline coefficients.
+    """
+    s = _normal_statistics(curves, design, e)
+    if channels is not None:
+        s = {k: v[channels] for k, v in s.items()}
+    rhs = np.concatenate([s["B"], s["py"][..., None]], axis=2)          # (C, nb, 4)
+    sol = np.linalg.solve(s["A"], rhs)                                  # A^-1 [B | py]
+    bt = np.swapaxes(s["B"], 1, 2)
+    q = s["Q"] - bt @ sol[..., :3]
+    return ProfiledStatistics(Q=0.5 * (q + np.swapaxes(q, 1, 2)),
+                              g=s["ey"] - (bt @ sol[..., 3:])[..., 0],
+                              yy=s["yy"] - np.einsum("ci,ci->c", s["py"], sol[..., 3]))
+
+
+#: ``(1 - u1 - u2, u1, u2) = _LD_ORIGIN + _LD_AXES @ (u1, u2)``: the direction of the law, up to its norm
+_LD_ORIGIN = np.array([1.0, 0.0, 0.0])
+_LD_AXES = np.array([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
+
+
+def profiled_chi2(stats: ProfiledStatistics, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chi^2 per channel at the linear optimum of baseline and depth, and its gradient in (u1, u2).
+
+    The deficit of a channel is ``depth * (d . E)`` with ``d`` proportional to
+    ``v = (1 - u1 - u2, u1, u2)``; the depth absorbs the norm, so with the
+    baseline and the depth profiled out
+
+        chi2(u) = yy - (v . g)**2 / (v^T Q v)
+
+    exactly (a Rayleigh quotient), and
+    ``d chi2 / d v = -2 a g / q + 2 a**2 Q v / q**2`` with ``a = v . g``, ``q = v^T Q v``.
+
+    Parameters
+    ----------
+    stats : ProfiledStatistics
+        From :func:`profiled_statistics`.
+    u : numpy.ndarray
+        (C, 2) limb-darkening coefficients u1, u2 of every channel.
+
+    Returns
+    -------
+    chi2 : numpy.ndarray
+        (C,)
+    grad : numpy.ndarray
+        (C, 2) derivatives with respect to u1 and u2.
+    """
+    v = _LD_ORIGIN + u @ _LD_AXES.T
+    qv = np.einsum("cxz,cz->cx", stats.Q, v)
+    a = np.einsum("cx,cx->c", v, stats.g)
+    q = np.einsum("cx,cx->c", v, qv)
+    r = a / q
+    grad_v = 2.0 * r[:, None] * (r[:, None] * qv - stats.g)
+    return stats.yy - a * r, grad_v @ _LD_AXES
 
 
 def _smooth_law(curves: Curves, e: np.ndarray, design: np.ndarray, degree: int, usable: np.ndarray,
@@ -599,18 +658,19 @@ def _smooth_law(curves: Curves, e: np.ndarray, design: np.ndarray, degree: int, 
     Minimises the total chi^2 of the ``usable`` channels with each channel's
     baseline and depth profiled out (additive model: the limb-darkening law is
     insensitive to the second-order multiplicative correction, which the final
-    per-channel fits include).
+    per-channel fits include).  The profiled chi^2 and its gradient are
+    closed-form (:func:`profiled_chi2`), so BFGS gets the exact gradient.
     """
     leg = np.polynomial.legendre.legvander(_wavenumber_coordinate(curves.wavelength_um), degree)[usable]
-    stats = {k: v[usable] for k, v in _normal_statistics(curves, design, e).items()}
+    stats = profiled_statistics(curves, design, e, usable)
 
-    def total_chi2(eta: np.ndarray) -> float:
-        u = leg @ eta.reshape(2, -1).T
-        return float(_projected_chi2(stats, ld_direction(u[:, 0], u[:, 1])).sum())
+    def total_chi2(eta: np.ndarray) -> tuple[float, np.ndarray]:
+        chi2, grad_u = profiled_chi2(stats, leg @ eta.reshape(2, -1).T)
+        return float(chi2.sum()), (grad_u.T @ leg).ravel()
 
     eta0 = np.zeros((2, degree + 1))
     eta0[:, 0] = u_start
-    fit = minimize(total_chi2, eta0.ravel(), method="BFGS", options={"gtol": 1e-3})
+    fit = minimize(total_chi2, eta0.ravel(), jac=True, method="BFGS", options={"gtol": 1e-3})
     return fit.x.reshape(2, -1)
 
 
