@@ -18,7 +18,7 @@ import panel as pn
 
 from calib_core.stages import get_stage
 
-from .render import render
+from .render import LivePlot, render
 from .state import PROFILES, AppState
 from .widgets import StageForm
 
@@ -115,6 +115,7 @@ class StageTab(pn.viewable.Viewer):
         self.plots = pn.Column(sizing_mode="stretch_width", css_classes=["stage-plots"])
         self.tables = pn.Column(sizing_mode="stretch_width", css_classes=["stage-tables"])
         self._shown: tuple | None = None
+        self._live: list[LivePlot | None] = []
         self._controls = pn.Column(pn.pane.HTML("<b>Configuration</b> <span class='stage-note'>calib."
                                                 f"{html.escape(stage)}</span>", stylesheets=[APP_CSS]),
                                    width=330, css_classes=["stage-controls"], margin=(0, 10, 0, 0))
@@ -181,22 +182,49 @@ class StageTab(pn.viewable.Viewer):
         self.badges.object = self._badges_html()
 
     def refresh_plots(self) -> None:
-        """Build the widgets if needed; rebuild the diagnostics if the run, instrument or record changed."""
+        """Build the widgets if needed; show new diagnostics if the run, instrument or record changed.
+
+        Plots whose layout is unchanged (e.g. the same stage re-run with other
+        settings) keep their figures and only get the new data (:class:`app.render.LivePlot`).
+        """
         self._ensure_form()
         rec = self.state.record(self.stage)
         token = (id(self.state.result), self.state.instrument, id(rec))
         if token == self._shown:
             return
         self._shown = token
-        plots, tables = [], []
-        for item in self.state.diagnostics(self.stage):
-            (plots if item.get("kind") in _PLOT_KINDS else tables).append(render(item))
-        if rec is not None and rec.status in ("ran", "cached") and not plots and not tables:
+        items = self.state.diagnostics(self.stage)
+        plot_items = [item for item in items if item.get("kind") in _PLOT_KINDS]
+        table_items = [item for item in items if item.get("kind") not in _PLOT_KINDS]
+        if not self._update_live(plot_items):
+            self._live = [self._live_plot(item) for item in plot_items]
+            panes = [live.pane if live is not None else render(item) for live, item in zip(self._live, plot_items)]
+            self.plots.objects = [pn.Row(*panes[i:i + 2], sizing_mode="stretch_width")
+                                  for i in range(0, len(panes), 2)]
+        tables = [render(item) for item in table_items]
+        if rec is not None and rec.status in ("ran", "cached") and not plot_items and not tables:
             tables.append(pn.pane.HTML("<span class='stage-note'>The engine returned no diagnostics for this "
                                        "stage with the current settings.</span>", stylesheets=[APP_CSS],
                                        css_classes=["no-diagnostics"]))
-        self.plots.objects = [pn.Row(*plots[i:i + 2], sizing_mode="stretch_width") for i in range(0, len(plots), 2)]
         self.tables.objects = [pn.FlexBox(*tables, sizing_mode="stretch_width")] if tables else []
+
+    def _update_live(self, plot_items: list[dict]) -> bool:
+        """Put new data into the shown figures; False (nothing changed) if their number or a layout differs."""
+        if len(plot_items) != len(self._live) or not plot_items or None in self._live:
+            return False
+        elements = [live.prepare(item) for live, item in zip(self._live, plot_items)]
+        if any(element is None for element in elements):
+            return False
+        for live, element in zip(self._live, elements):
+            live.show(element)
+        return True
+
+    @staticmethod
+    def _live_plot(item: dict) -> LivePlot | None:
+        try:
+            return LivePlot(item)
+        except Exception:  # noqa: BLE001 -- unrenderable plot data is shown as a block by render()
+            return None
 
     def __panel__(self) -> pn.Row:
         return self._layout
@@ -391,7 +419,8 @@ class AppView(pn.viewable.Viewer):
     def _on_result(self, *events: Any) -> None:
         if list(self.stage_tabs) != self.state.stages:
             return
-        with pn.io.hold():
+        # freeze: Bokeh recomputes the document's model graph once, not once per updated figure
+        with pn.io.hold(freeze=True):
             for tab in self.stage_tabs.values():
                 tab.refresh_status()
             self._update_markers()
