@@ -25,6 +25,7 @@ import inspect
 import json
 import subprocess
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -97,11 +98,36 @@ class RunResult:
         out = self.output(stage, instrument)
         if rec is None or out is None:
             return []
-        upstream = {(r.stage, r.instrument): o for r in self.records
-                    if r.output_dir and (o := load_output(r.output_dir)) is not None}
+        upstream = _StoredOutputs({(r.stage, r.instrument): r.output_dir for r in self.records if r.output_dir})
         ctx = StageContext(planet=self.planet, instrument=instrument,
                            stage_cfgs=self.validated.stages if self.validated else {}, upstream=upstream)
         return get_stage(stage).diagnostics(out, rec.metrics, ctx)
+
+
+class _StoredOutputs(Mapping):
+    """``{(stage, instrument): StoredOutput}`` of a run, each loaded when a stage first asks for it.
+
+    Diagnostics consult one or two upstream outputs; loading all of them (every
+    ``meta.json``) would cost more than the diagnostics themselves.
+    """
+
+    def __init__(self, dirs: dict[tuple[str, str | None], str]):
+        self._dirs = dirs
+        self._loaded: dict[tuple[str, str | None], StoredOutput | None] = {}
+
+    def __getitem__(self, key: tuple[str, str | None]) -> StoredOutput:
+        if key not in self._loaded:
+            self._loaded[key] = load_output(self._dirs[key])
+        out = self._loaded[key]
+        if out is None:
+            raise KeyError(key)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        return (key for key in self._dirs if key in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 # ---------------------------------------------------------------------------
