@@ -79,6 +79,7 @@ from ..transit import (
     geometry_from_durations,
     ld_direction,
     ld_from_beta,
+    light_curve,
     red_noise_beta,
     time_bin,
 )
@@ -780,14 +781,25 @@ def _solve_depths(curves: Curves, design: np.ndarray, geometry: Geometry, e_ref:
     for _ in range(iters):
         gamma0 = np.nan_to_num(lf.gamma)
         s0 = np.clip(np.nan_to_num(gamma0 @ w, nan=k_ref ** 2), 1e-6, 0.36)
-        base, _ = _channel_templates(deficit_basis(curves.time_h, geometry, np.sqrt(s0), curves.exp_time_h),
-                                     mode, u_chan)
-        moved, _ = _channel_templates(
-            deficit_basis(curves.time_h, geometry, np.sqrt(s0 * (1 + step)), curves.exp_time_h), mode, u_chan)
+        base = _own_templates(curves, geometry, np.sqrt(s0), mode, u_chan)
+        moved = _own_templates(curves, geometry, np.sqrt(s0 * (1 + step)), mode, u_chan)
         slope = np.einsum("ct,ctm->cm", gamma0, (moved - base) / (s0 * step)[:, None, None])
         lf = fit_multiplicative(curves.flux, curves.weight, design, base + w[None, :, None] * slope[:, None, :],
                                 offset=-s0[:, None] * slope, prior=prior)
     return lf
+
+
+def _own_templates(curves: Curves, geometry: Geometry, k: np.ndarray, mode: str, u_chan: np.ndarray) -> np.ndarray:
+    """Templates (C, nt, M) of :func:`_channel_templates` with each channel's own radius ratio ``k`` (C,).
+
+    Along a fixed limb-darkening direction the unit-depth template is
+    ``d(u) . E(k) = (1 - flux(k, u)) / k**2`` exactly (:mod:`calib_core.transit`),
+    so ``smooth``/``fixed`` need one light curve per channel instead of the three basis curves.
+    """
+    if mode in ("smooth", "fixed"):
+        flux = light_curve(curves.time_h, geometry, k * k, u_chan[:, 0], u_chan[:, 1], curves.exp_time_h)
+        return ((1.0 - flux.T) / (k * k)[:, None])[:, None, :]
+    return _channel_templates(deficit_basis(curves.time_h, geometry, k, curves.exp_time_h), mode, u_chan)[0]
 
 
 def _depth_and_var(lf: LinearFit, mode: str) -> tuple[np.ndarray, np.ndarray]:
