@@ -94,6 +94,44 @@ def test_multiplicative_fit_recovers_baseline_and_depth_exactly():
     assert fit.gamma[0, 0] == pytest.approx(0.0121, rel=1e-10) and fit.chi2[0] < 1e-16
 
 
+def test_batched_multiplicative_fit_matches_a_per_channel_least_squares_oracle():
+    from scipy.optimize import least_squares
+
+    rng = np.random.default_rng(4)
+    geometry = Geometry(3.5, 5.0, 10.0, 88.5)
+    time_h = np.linspace(0, 7.5, 300)
+    e = deficit_basis(time_h, geometry, 0.11)
+    design = depths.baseline_design(time_h, 2)
+    n_chan = 4
+    templates = e[None] * (1 + 0.02 * rng.normal(size=(n_chan, 3, 1)))       # (C, 3, M), per channel
+    offset = 1e-3 * e[0][None] * rng.random((n_chan, 1))
+    beta = 0.0121 * ld_direction(0.3, 0.2)
+    flux = ((design @ np.array([1.02, 0.004, -0.002]))[:, None]
+            * (1 - offset.T - np.einsum("ctm,t->mc", templates, beta)) + 2e-4 * rng.normal(size=(300, n_chan)))
+    weight = np.full(flux.shape, 1 / 2e-4 ** 2)
+    weight[rng.random(flux.shape) < 0.1] = 0.0
+    weight[:, 3] = 0.0
+    weight[:4, 3] = 1.0                                                     # too few points: NaN
+    rows = np.array([[-0.3, 0.7, -0.3], [-0.2, -0.2, 0.8]])
+    ivar = np.full((n_chan, 2), 1e5)
+    fit = depths.fit_multiplicative(flux, weight, design, templates, offset, prior=(rows, ivar), iters=6)
+    for c in range(3):
+        sw = np.sqrt(weight[:, c])
+
+        def resid(x, c=c, sw=sw):
+            model = (design @ x[:3]) * (1 - offset[c] - x[3:] @ templates[c])
+            return np.concatenate([sw * (flux[:, c] - model), np.sqrt(ivar[c]) * (rows @ x[3:])])
+
+        ref = least_squares(resid, np.r_[1.0, 0, 0, 0, 0, 0], xtol=1e-15, ftol=1e-15, gtol=1e-15)
+        np.testing.assert_allclose(np.r_[fit.baseline[c], fit.gamma[c]], ref.x, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(fit.cov[c], np.linalg.inv(ref.jac.T @ ref.jac), rtol=1e-5)
+        assert fit.chi2[c] == pytest.approx(np.sum(resid(ref.x)[:300] ** 2), rel=1e-8)
+        np.testing.assert_allclose(fit.model[:, c], (design @ ref.x[:3]) * (1 - offset[c] - ref.x[3:] @ templates[c]),
+                                   rtol=1e-10)
+    assert fit.n.tolist() == np.count_nonzero(weight > 0, axis=0).tolist()
+    assert np.isnan(fit.gamma[3]).all() and np.isnan(fit.model[:, 3]).all() and np.isnan(fit.chi2[3])
+
+
 def _additive_channels(u1, u2, depth, noise, seed=0):
     """Channels ``y = design @ b - depth * (d(u1, u2) . E)`` (+ white noise) on one geometry, with their inputs."""
     rng = np.random.default_rng(seed)

@@ -324,25 +324,35 @@ def fit_multiplicative(y: np.ndarray, w: np.ndarray, design: np.ndarray, templat
     m, c = y.shape
     nb, nt = design.shape[1], templates.shape[1]
     p = nb + nt
-    w = np.where(w > 0, w, 0.0)
-    y0 = np.where(w > 0, y, 0.0)
-    t_mtc = np.transpose(templates, (2, 1, 0))
-    off = np.zeros((m, c)) if offset is None else np.asarray(offset).T
-    n = np.count_nonzero(w > 0, axis=0)
+    # channel-major (C, M) arrays; the Gram matrix is assembled block by block from batched
+    # matrix products (J = [design * (1 - deficit), -base * templates] is never formed)
+    w = np.where(w > 0, w, 0.0).T
+    y0 = np.where(w > 0, y.T, 0.0)
+    templates = np.asarray(templates, np.float64)
+    off = np.zeros((c, m)) if offset is None else np.asarray(offset, np.float64)
+    design_outer = (design[:, :, None] * design[:, None, :]).reshape(m, nb * nb)
+    n = np.count_nonzero(w > 0, axis=1)
     ok = n >= p
     base_coef = np.zeros((c, nb))
     with np.errstate(invalid="ignore", divide="ignore"):
-        base_coef[:, 0] = np.where(ok, (w * y0).sum(axis=0) / w.sum(axis=0), 0.0)
+        base_coef[:, 0] = np.where(ok, (w * y0).sum(axis=1) / w.sum(axis=1), 0.0)
     gamma = np.zeros((c, nt))
-    jac = np.empty((m, p, c))
+    gram = np.empty((c, p, p))
+    grad = np.empty((c, p))
     for step in range(iters + 1):
-        base = design @ base_coef.T
-        deficit = off + np.einsum("mtc,ct->mc", t_mtc, gamma)
-        model = base * (1.0 - deficit)
-        jac[:, :nb] = design[:, :, None] * (1.0 - deficit)[:, None, :]
-        jac[:, nb:] = -base[:, None, :] * t_mtc
-        gram = np.einsum("mpc,mc,mqc->cpq", jac, w, jac)
-        grad = np.einsum("mpc,mc->cp", jac, w * (y0 - model))
+        base = base_coef @ design.T
+        scale = 1.0 - off - np.einsum("ctm,ct->cm", templates, gamma)       # 1 - deficit
+        model = base * scale
+        resid = y0 - model
+        wt = w * scale
+        gram[:, :nb, :nb] = ((wt * scale) @ design_outer).reshape(c, nb, nb)
+        grad[:, :nb] = (wt * resid) @ design
+        if nt:
+            tw = templates * (w * base)[:, None, :]                          # (C, nt, M)
+            gram[:, nb:, :nb] = -(templates * (wt * base)[:, None, :]) @ design
+            gram[:, :nb, nb:] = np.swapaxes(gram[:, nb:, :nb], 1, 2)
+            gram[:, nb:, nb:] = (tw * base[:, None, :]) @ np.swapaxes(templates, 1, 2)
+            grad[:, nb:] = -(tw @ resid[:, :, None])[..., 0]
         if prior is not None and nt:
             rows, ivar = prior
             gram[:, nb:, nb:] += np.einsum("rt,cr,rs->cts", rows, ivar, rows)
@@ -355,10 +365,11 @@ def fit_multiplicative(y: np.ndarray, w: np.ndarray, design: np.ndarray, templat
         gamma += delta[:, nb:]
     cov = np.full((c, p, p), np.nan)
     cov[ok] = np.linalg.inv(gram[ok])
-    chi2 = (w * (y0 - model) ** 2).sum(axis=0)
+    chi2 = (w * resid ** 2).sum(axis=1)
     bad = ~ok
     base_coef[bad], gamma[bad], chi2[bad] = np.nan, np.nan, np.nan
-    model[:, bad] = np.nan
+    model[bad] = np.nan
+    model = model.T
     return LinearFit(base_coef, gamma, cov, model, chi2, n)
 
 
