@@ -489,9 +489,10 @@ class AppView(pn.viewable.Viewer):
             self.progress.param.update(value=0, bar_color="info", active=False)
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(None, state.execute, cfg, seed)
-            while not future.done():
+            done: set = set()
+            while not done:        # progress every 0.1 s; the result as soon as the run ends
                 self._show_progress()
-                await asyncio.sleep(0.1)
+                done, _ = await asyncio.wait({future}, timeout=0.1)
             outcome = future.result()
             state.finish_run(outcome)
             self._show_progress(failed=not outcome.ok)
