@@ -26,7 +26,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -65,7 +65,8 @@ class StageRecord:
         return all(g.passed for g in self.gates)
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        """The record as JSON-ready data; the metrics are shared, not copied (they can be large)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["gates"] = [g.to_json() for g in self.gates]
         return d
 
@@ -195,6 +196,7 @@ def _key(*parts: Any) -> str:
 # ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("spectramind", "numpy", "scipy", "astropy", "pyarrow", "omegaconf", "hydra-core",
@@ -451,7 +453,7 @@ def _write_run_files(result: RunResult, vc: ValidatedConfig, planet, checksums: 
         "stage_cache_keys": {f"{r.stage}/{r.instrument or PLANET_SCOPE_DIR}": {"key": r.cache_key,
                                                                               "status": r.status}
                              for r in result.records},
-        "versions": _versions(),
+        "versions": dict(_versions()),
         "git_commit": _git_commit(),
         "seconds": round(seconds, 3),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
