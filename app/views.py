@@ -57,6 +57,17 @@ _TAB_CSS = """
 """
 
 
+def _tab_marker_css(n_tabs: int) -> str:
+    """Tab-header CSS whose per-tab marker text and colour come from CSS variables (see ``_update_markers``).
+
+    An unmarked tab keeps Bokeh's colours: the fill colour falls back to ``currentcolor``.
+    """
+    rules = [f".bk-tab:nth-child({i})::after {{ content: var(--tab-marker-{i}, none); }}\n"
+             f".bk-tab:nth-child({i}) {{ -webkit-text-fill-color: var(--tab-marker-colour-{i}, currentcolor); }}"
+             for i in range(1, n_tabs + 1)]
+    return _TAB_CSS + "\n".join(rules)
+
+
 def tab_label(stage: str) -> str:
     """Short tab label of a stage (``ADC``, ``CDS``, ``Photometry``, ``Top level calib``).
 
@@ -362,19 +373,25 @@ class AppView(pn.viewable.Viewer):
             tab.refresh_status()
         self.summary.refresh()
         self.tabs[:] = [*((tab_label(s), t) for s, t in self.stage_tabs.items()), ("Summary", self.summary)]
+        self.tabs.stylesheets = [_tab_marker_css(len(self.stage_tabs))]
         self._update_markers()
         self.tabs.active = 0
         self._refresh_visible()
 
     def _update_markers(self) -> None:
-        """Mark stale and disabled stages on the tab headers (a stylesheet: the titles stay put)."""
-        rules = []
+        """Mark stale and disabled stages on the tab headers (the titles stay put).
+
+        The stylesheet (:func:`_tab_marker_css`) is set once per set of tabs; a
+        marker is two CSS variables in the tabs' inline style, which the browser
+        applies without re-installing stylesheets or re-laying out the tabs.
+        """
+        styles = {}
         for i, tab in enumerate(self.stage_tabs.values(), start=1):
             marker = tab.marker()
-            if marker:
-                rules.append(f".bk-tab:nth-child({i})::after {{ content: '{marker}'; }}")
-                rules.append(f".bk-tab:nth-child({i}) {{ color: {_MARKER_COLOURS[marker]}; }}")
-        self.tabs.stylesheets = [_TAB_CSS + "\n".join(rules)]
+            # every variable is always set: Bokeh applies the styles it is given, it does not remove old ones
+            styles[f"--tab-marker-{i}"] = f"'{marker}'" if marker else "none"
+            styles[f"--tab-marker-colour-{i}"] = _MARKER_COLOURS[marker] if marker else "currentcolor"
+        self.tabs.styles = styles
 
     @property
     def active_stage(self) -> str | None:
