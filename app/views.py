@@ -193,14 +193,17 @@ class StageTab(pn.viewable.Viewer):
         self.badges.object = self._badges_html()
 
     def refresh_plots(self) -> None:
-        """Build the widgets if needed; show new diagnostics if the run, instrument or record changed.
+        """Build the widgets if needed; show the diagnostics if the shown stage output changed.
 
-        Plots whose layout is unchanged (e.g. the same stage re-run with other
-        settings) keep their figures and only get the new data (:class:`app.render.LivePlot`).
+        The output is identified by the record's status, cache key and directory:
+        a stage that was only read from the cache by a later run keeps its plots
+        untouched.  Plots whose layout is unchanged (e.g. the same stage re-run
+        with other settings) keep their figures and only get the new data
+        (:class:`app.render.LivePlot`).
         """
         self._ensure_form()
         rec = self.state.record(self.stage)
-        token = (id(self.state.result), self.state.instrument, id(rec))
+        token = (self.state.instrument, rec and (rec.status, rec.instrument, rec.cache_key, rec.output_dir))
         if token == self._shown:
             return
         self._shown = token

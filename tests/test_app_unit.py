@@ -361,6 +361,27 @@ def test_rerun_updates_a_tabs_figures_in_place(demo_root, tmp_path):
     state.close()
 
 
+def test_only_tabs_whose_stage_output_changed_are_redrawn(demo_root, tmp_path, monkeypatch):
+    state = AppState(data_root=demo_root, work_dir=tmp_path)
+    view = AppView(state)
+    assert state.run() is not None, state.error
+    for stage in ("adc", "phase"):
+        view.stage_tabs[stage].refresh_plots()
+    asked = []
+    diagnostics = state.diagnostics
+    monkeypatch.setattr(state, "diagnostics", lambda stage: asked.append(stage) or diagnostics(stage))
+    view.stage_tabs["phase"].form.widgets["binning.nbins"].value = 37
+    assert state.run() is not None, state.error
+    assert state.record("adc").status == "cached" and state.record("phase").status == "ran"
+    for stage in ("adc", "phase"):
+        view.stage_tabs[stage].refresh_plots()
+    assert asked == ["phase"]                       # the cached ADC output is not drawn again
+    state.instrument = "FGS1"
+    view.stage_tabs["adc"].refresh_plots()
+    assert asked == ["phase", "adc"]                # another instrument is another output
+    state.close()
+
+
 def test_every_stage_tab_renders_its_diagnostics(ran_state):
     state, view = ran_state
     for instrument in ("AIRS-CH0", "FGS1"):
