@@ -337,6 +337,26 @@ def test_live_plot_puts_new_data_into_the_same_figure():
     assert plot_layout(new) == plot_layout(plot) != plot_layout(dict(plot, logy=True))
 
 
+def test_live_plot_colour_ranges_and_categories_follow_new_data():
+    from bokeh.models import LinearColorMapper, Plot
+
+    image = {"kind": "image", "title": "i", "data": np.arange(12.0).reshape(3, 4), "xlabel": "col",
+             "ylabel": "row", "clabel": "e-"}
+    live = LivePlot(image)
+    root = live.pane.get_root()
+    mapper = next(m for m in root.references() if isinstance(m, LinearColorMapper))
+    figure = next(m for m in root.references() if isinstance(m, Plot))
+    assert (mapper.low, mapper.high) == (0, 11)
+    live.show(live.prepare(dict(image, data=100 + np.arange(30.0).reshape(5, 6))))
+    assert (mapper.low, mapper.high) == (100, 129)
+    assert (figure.x_range.end, figure.y_range.end) == (6, 5)
+    bars = {"kind": "bars", "title": "b", "x": ["a", "b"], "y": [1, 2]}
+    live = LivePlot(bars)
+    figure = next(m for m in live.pane.get_root().references() if isinstance(m, Plot))
+    live.show(live.prepare(dict(bars, x=["c", "d", "e"], y=[5, 9, 1])))
+    assert list(figure.x_range.factors) == ["c", "d", "e"] and figure.y_range.end > 9
+
+
 def test_rerun_updates_a_tabs_figures_in_place(demo_root, tmp_path):
     state = AppState(data_root=demo_root, work_dir=tmp_path)
     view = AppView(state)
