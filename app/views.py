@@ -1,9 +1,10 @@
 """The app's views: sidebar controls, one tab per stage, the summary tab.
 
 Everything shown is derived from an :class:`app.state.AppState`; the views hold
-widgets and panes only.  Plots of a stage tab are (re)built only when that tab
-is visible and its data changed (``Tabs(dynamic=True)`` renders the active tab
-only), so a run refreshes one tab, not all of them.
+widgets and panes only.  Plots of a stage tab are refreshed only when that tab
+is visible and its stage output changed (``Tabs(dynamic=True)`` renders the
+active tab only), so a run refreshes one tab, not all of them; a re-run puts
+the new data into the existing figures (:class:`app.render.LivePlot`).
 """
 
 from __future__ import annotations
