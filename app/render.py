@@ -17,6 +17,11 @@ kind            view
 ``table``       an HTML table
 anything else   a labelled block listing the keys (arrays by shape only)
 ==============  ==========================================================
+
+:class:`LivePlot` shows a sequence of plot dicts in one pane: when the next
+dict has the same layout (:func:`plot_layout`: kind, layers, labels) only the
+data, title and ranges of the existing Bokeh figure change, which is much
+cheaper for the server and the browser than building a new figure.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh backend the 
 import numpy as np
 import panel as pn
 
-__all__ = ["render", "render_element", "PLOT_HEIGHT"]
+__all__ = ["LivePlot", "render", "render_element", "plot_layout", "PLOT_HEIGHT"]
 
 PLOT_HEIGHT = 300           #: height of every plot (px); widths follow the page
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
@@ -202,3 +207,66 @@ def render(plot: dict) -> pn.viewable.Viewable:
         return pn.pane.HoloViews(element, sizing_mode="stretch_width", linked_axes=False,
                                  css_classes=["diag-plot", f"diag-{kind}"])
     return _unknown(plot)
+
+
+def plot_layout(plot: dict) -> tuple:
+    """What fixes the structure of a plot's figure: kind, axis labels and, per layer, its label and error bars.
+
+    Two plot dicts with the same layout differ only in data and title, which a
+    :class:`LivePlot` updates in place.
+    """
+    layers = [plot, *(plot.get("overlay") or [])] if plot.get("kind") == "curve" else [plot]
+    return (plot.get("kind"), _text(plot, "xlabel"), _text(plot, "ylabel"), _text(plot, "clabel"),
+            bool(plot.get("logy")), plot.get("x") is not None and plot.get("y") is not None,
+            tuple((_text(p, "label"), p.get("yerr") is not None) for p in layers))
+
+
+class LivePlot:
+    """One diagnostics plot whose Bokeh figure is kept while later plot data of the same layout arrives.
+
+    Parameters
+    ----------
+    plot : dict
+        Plot data of a kind with a HoloViews element (``histogram``, ``image``,
+        ``curve``, ``bars``).
+
+    Raises
+    ------
+    Exception
+        Whatever :func:`render_element` raises for plot data that cannot be drawn
+        (:func:`render` shows such data as a block instead).
+
+    Notes
+    -----
+    The figure is a :class:`holoviews.DynamicMap` fed by a
+    :class:`holoviews.streams.Pipe`; every element is ``framewise`` so axes and
+    colour ranges follow the new data.
+    """
+
+    def __init__(self, plot: dict):
+        self.layout = plot_layout(plot)
+        self._pipe = hv.streams.Pipe(data=_framewise(render_element(plot)))
+        dmap = hv.DynamicMap(lambda data: data, streams=[self._pipe])
+        self.pane = pn.pane.HoloViews(dmap, sizing_mode="stretch_width", linked_axes=False,
+                                      css_classes=["diag-plot", f"diag-{plot['kind']}"])
+
+    def prepare(self, plot: dict) -> hv.Element | hv.Overlay | None:
+        """The element that :meth:`show` can put into this figure, or None if the layout differs or it cannot be drawn."""
+        if plot_layout(plot) != self.layout:
+            return None
+        try:
+            return _framewise(render_element(plot))
+        except Exception:  # noqa: BLE001 -- the caller rebuilds, and render() shows the data as a block
+            return None
+
+    def show(self, element: hv.Element | hv.Overlay) -> None:
+        """Replace the shown data by ``element`` (from :meth:`prepare`); the figure and its models stay."""
+        self._pipe.send(element)
+
+
+def _framewise(element: hv.Element | hv.Overlay) -> hv.Element | hv.Overlay:
+    """``element`` with ranges recomputed for every frame (each layer of an overlay too)."""
+    if isinstance(element, hv.Overlay):
+        for layer in element:
+            layer.opts(framewise=True)
+    return element.opts(framewise=True)

@@ -1,9 +1,10 @@
 """The app's views: sidebar controls, one tab per stage, the summary tab.
 
 Everything shown is derived from an :class:`app.state.AppState`; the views hold
-widgets and panes only.  Plots of a stage tab are (re)built only when that tab
-is visible and its data changed (``Tabs(dynamic=True)`` renders the active tab
-only), so a run refreshes one tab, not all of them.
+widgets and panes only.  Plots of a stage tab are refreshed only when that tab
+is visible and its stage output changed (``Tabs(dynamic=True)`` renders the
+active tab only), so a run refreshes one tab, not all of them; a re-run puts
+the new data into the existing figures (:class:`app.render.LivePlot`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import panel as pn
 
 from calib_core.stages import get_stage
 
-from .render import render
+from .render import LivePlot, render
 from .state import PROFILES, AppState
 from .widgets import StageForm
 
@@ -55,6 +56,17 @@ _TAB_CSS = """
 .bk-tab::after { margin-left: 6px; font-size: 10.5px; font-weight: 600; text-transform: uppercase;
                  border-radius: 3px; padding: 0 4px; }
 """
+
+
+def _tab_marker_css(n_tabs: int) -> str:
+    """Tab-header CSS whose per-tab marker text and colour come from CSS variables (see ``_update_markers``).
+
+    An unmarked tab keeps Bokeh's colours: the fill colour falls back to ``currentcolor``.
+    """
+    rules = [f".bk-tab:nth-child({i})::after {{ content: var(--tab-marker-{i}, none); }}\n"
+             f".bk-tab:nth-child({i}) {{ -webkit-text-fill-color: var(--tab-marker-colour-{i}, currentcolor); }}"
+             for i in range(1, n_tabs + 1)]
+    return _TAB_CSS + "\n".join(rules)
 
 
 def tab_label(stage: str) -> str:
@@ -115,6 +127,7 @@ class StageTab(pn.viewable.Viewer):
         self.plots = pn.Column(sizing_mode="stretch_width", css_classes=["stage-plots"])
         self.tables = pn.Column(sizing_mode="stretch_width", css_classes=["stage-tables"])
         self._shown: tuple | None = None
+        self._live: list[LivePlot | None] = []
         self._controls = pn.Column(pn.pane.HTML("<b>Configuration</b> <span class='stage-note'>calib."
                                                 f"{html.escape(stage)}</span>", stylesheets=[APP_CSS]),
                                    width=330, css_classes=["stage-controls"], margin=(0, 10, 0, 0))
@@ -181,22 +194,52 @@ class StageTab(pn.viewable.Viewer):
         self.badges.object = self._badges_html()
 
     def refresh_plots(self) -> None:
-        """Build the widgets if needed; rebuild the diagnostics if the run, instrument or record changed."""
+        """Build the widgets if needed; show the diagnostics if the shown stage output changed.
+
+        The output is identified by the record's status, cache key and directory:
+        a stage that was only read from the cache by a later run keeps its plots
+        untouched.  Plots whose layout is unchanged (e.g. the same stage re-run
+        with other settings) keep their figures and only get the new data
+        (:class:`app.render.LivePlot`).
+        """
         self._ensure_form()
         rec = self.state.record(self.stage)
-        token = (id(self.state.result), self.state.instrument, id(rec))
+        token = (self.state.instrument, rec and (rec.status, rec.instrument, rec.cache_key, rec.output_dir))
         if token == self._shown:
             return
         self._shown = token
-        plots, tables = [], []
-        for item in self.state.diagnostics(self.stage):
-            (plots if item.get("kind") in _PLOT_KINDS else tables).append(render(item))
-        if rec is not None and rec.status in ("ran", "cached") and not plots and not tables:
+        items = self.state.diagnostics(self.stage)
+        plot_items = [item for item in items if item.get("kind") in _PLOT_KINDS]
+        table_items = [item for item in items if item.get("kind") not in _PLOT_KINDS]
+        if not self._update_live(plot_items):
+            self._live = [self._live_plot(item) for item in plot_items]
+            panes = [live.pane if live is not None else render(item) for live, item in zip(self._live, plot_items)]
+            self.plots.objects = [pn.Row(*panes[i:i + 2], sizing_mode="stretch_width")
+                                  for i in range(0, len(panes), 2)]
+        tables = [render(item) for item in table_items]
+        if rec is not None and rec.status in ("ran", "cached") and not plot_items and not tables:
             tables.append(pn.pane.HTML("<span class='stage-note'>The engine returned no diagnostics for this "
                                        "stage with the current settings.</span>", stylesheets=[APP_CSS],
                                        css_classes=["no-diagnostics"]))
-        self.plots.objects = [pn.Row(*plots[i:i + 2], sizing_mode="stretch_width") for i in range(0, len(plots), 2)]
         self.tables.objects = [pn.FlexBox(*tables, sizing_mode="stretch_width")] if tables else []
+
+    def _update_live(self, plot_items: list[dict]) -> bool:
+        """Put new data into the shown figures; False (nothing changed) if their number or a layout differs."""
+        if len(plot_items) != len(self._live) or not plot_items or None in self._live:
+            return False
+        elements = [live.prepare(item) for live, item in zip(self._live, plot_items)]
+        if any(element is None for element in elements):
+            return False
+        for live, element in zip(self._live, elements):
+            live.show(element)
+        return True
+
+    @staticmethod
+    def _live_plot(item: dict) -> LivePlot | None:
+        try:
+            return LivePlot(item)
+        except Exception:  # noqa: BLE001 -- unrenderable plot data is shown as a block by render()
+            return None
 
     def __panel__(self) -> pn.Row:
         return self._layout
@@ -334,19 +377,25 @@ class AppView(pn.viewable.Viewer):
             tab.refresh_status()
         self.summary.refresh()
         self.tabs[:] = [*((tab_label(s), t) for s, t in self.stage_tabs.items()), ("Summary", self.summary)]
+        self.tabs.stylesheets = [_tab_marker_css(len(self.stage_tabs))]
         self._update_markers()
         self.tabs.active = 0
         self._refresh_visible()
 
     def _update_markers(self) -> None:
-        """Mark stale and disabled stages on the tab headers (a stylesheet: the titles stay put)."""
-        rules = []
+        """Mark stale and disabled stages on the tab headers (the titles stay put).
+
+        The stylesheet (:func:`_tab_marker_css`) is set once per set of tabs; a
+        marker is two CSS variables in the tabs' inline style, which the browser
+        applies without re-installing stylesheets or re-laying out the tabs.
+        """
+        styles = {}
         for i, tab in enumerate(self.stage_tabs.values(), start=1):
             marker = tab.marker()
-            if marker:
-                rules.append(f".bk-tab:nth-child({i})::after {{ content: '{marker}'; }}")
-                rules.append(f".bk-tab:nth-child({i}) {{ color: {_MARKER_COLOURS[marker]}; }}")
-        self.tabs.stylesheets = [_TAB_CSS + "\n".join(rules)]
+            # every variable is always set: Bokeh applies the styles it is given, it does not remove old ones
+            styles[f"--tab-marker-{i}"] = f"'{marker}'" if marker else "none"
+            styles[f"--tab-marker-colour-{i}"] = _MARKER_COLOURS[marker] if marker else "currentcolor"
+        self.tabs.styles = styles
 
     @property
     def active_stage(self) -> str | None:
@@ -391,7 +440,8 @@ class AppView(pn.viewable.Viewer):
     def _on_result(self, *events: Any) -> None:
         if list(self.stage_tabs) != self.state.stages:
             return
-        with pn.io.hold():
+        # freeze: Bokeh recomputes the document's model graph once, not once per updated figure
+        with pn.io.hold(freeze=True):
             for tab in self.stage_tabs.values():
                 tab.refresh_status()
             self._update_markers()
@@ -460,9 +510,10 @@ class AppView(pn.viewable.Viewer):
             self.progress.param.update(value=0, bar_color="info", active=False)
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(None, state.execute, cfg, seed)
-            while not future.done():
+            done: set = set()
+            while not done:        # progress every 0.1 s; the result as soon as the run ends
                 self._show_progress()
-                await asyncio.sleep(0.1)
+                done, _ = await asyncio.wait({future}, timeout=0.1)
             outcome = future.result()
             state.finish_run(outcome)
             self._show_progress(failed=not outcome.ok)

@@ -26,7 +26,8 @@ import inspect
 import json
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -67,7 +68,8 @@ class StageRecord:
         return all(g.passed for g in self.gates)
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        """The record as JSON-ready data; the metrics are shared, not copied (they can be large)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["gates"] = [g.to_json() for g in self.gates]
         return d
 
@@ -100,11 +102,36 @@ class RunResult:
         out = self.output(stage, instrument)
         if rec is None or out is None:
             return []
-        upstream = {(r.stage, r.instrument): o for r in self.records
-                    if r.output_dir and (o := load_output(r.output_dir)) is not None}
+        upstream = _StoredOutputs({(r.stage, r.instrument): r.output_dir for r in self.records if r.output_dir})
         ctx = StageContext(planet=self.planet, instrument=instrument,
                            stage_cfgs=self.validated.stages if self.validated else {}, upstream=upstream)
         return get_stage(stage).diagnostics(out, rec.metrics, ctx)
+
+
+class _StoredOutputs(Mapping):
+    """``{(stage, instrument): StoredOutput}`` of a run, each loaded when a stage first asks for it.
+
+    Diagnostics consult one or two upstream outputs; loading all of them (every
+    ``meta.json``) would cost more than the diagnostics themselves.
+    """
+
+    def __init__(self, dirs: dict[tuple[str, str | None], str]):
+        self._dirs = dirs
+        self._loaded: dict[tuple[str, str | None], StoredOutput | None] = {}
+
+    def __getitem__(self, key: tuple[str, str | None]) -> StoredOutput:
+        if key not in self._loaded:
+            self._loaded[key] = load_output(self._dirs[key])
+        out = self._loaded[key]
+        if out is None:
+            raise KeyError(key)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[str, str | None]]:
+        return (key for key in self._dirs if key in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 # ---------------------------------------------------------------------------
@@ -172,6 +199,7 @@ def _key(*parts: Any) -> str:
 # ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("spectramind", "numpy", "scipy", "astropy", "pyarrow", "omegaconf", "hydra-core",
@@ -515,7 +543,7 @@ def _write_run_files(result: RunResult, vc: ValidatedConfig, planet, checksums: 
         "stage_cache_keys": {f"{r.stage}/{r.instrument or PLANET_SCOPE_DIR}": {"key": r.cache_key,
                                                                               "status": r.status}
                              for r in result.records},
-        "versions": _versions(),
+        "versions": dict(_versions()),
         "git_commit": _git_commit(),
         "seconds": round(seconds, 3),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -14,7 +14,7 @@ import panel as pn
 import pytest
 import yaml
 
-from app.render import render, render_element
+from app.render import LivePlot, plot_layout, render, render_element
 from app.state import DEMO_LABEL, AppState, list_datasets
 from app.views import AppView, gate_level
 from app.widgets import field_specs, format_value, parse_value
@@ -293,6 +293,113 @@ def test_render_every_kind():
     assert len(unknown.object) < 2000
     broken = render({"kind": "curve", "title": "no y"})
     assert "has no renderer" in broken.object
+
+
+def _figure_models(root: Any) -> tuple[Any, list, Any]:
+    """(figure, data sources, title) under the Bokeh model of a rendered pane."""
+    from bokeh.models import ColumnDataSource, Plot, Title
+
+    refs = root.references()
+    return (next(m for m in refs if isinstance(m, Plot)), [m for m in refs if isinstance(m, ColumnDataSource)],
+            next(m for m in refs if isinstance(m, Title)))
+
+
+def _lengths(sources: list) -> set[int]:
+    return {len(next(iter(s.data.values()))) for s in sources if s.data}
+
+
+def test_live_plot_puts_new_data_into_the_same_figure():
+    x = np.linspace(-0.1, 0.1, 50)
+    plot = {"kind": "curve", "title": "Binned (50)", "x": x, "y": 1 - x ** 2, "yerr": np.full(50, 1e-3),
+            "xlabel": "phase", "ylabel": "flux", "label": "binned",
+            "overlay": [{"x": x, "y": np.ones(50), "label": "model"}]}
+    live = LivePlot(plot)
+    root = live.pane.get_root()
+    figure, sources, title = _figure_models(root)
+    assert title.text == "Binned (50)" and _lengths(sources) == {50}
+    x2 = np.linspace(2.0, 3.0, 17)
+    new = dict(plot, title="Binned (17)", x=x2, y=1 - x2 ** 2, yerr=np.full(17, 1e-3),
+               overlay=[{"x": x2, "y": np.ones(17), "label": "model"}])
+    element = live.prepare(new)
+    assert element is not None
+    live.show(element)
+    after, sources_after, title_after = _figure_models(root)
+    assert after is figure and sources_after == sources and title_after is title   # same Bokeh models
+    assert title.text == "Binned (17)"
+    assert _lengths(sources) == {17}
+    assert figure.x_range.start >= 1.9 and figure.x_range.end <= 3.1                # ranges follow the data
+    # another layout (a layer label, error bars, the axis labels, the kind) is not put into this figure
+    assert live.prepare(dict(new, overlay=[{"x": x2, "y": np.ones(17), "label": "truth"}])) is None
+    assert live.prepare(dict(new, yerr=None)) is None
+    assert live.prepare(dict(new, xlabel="time")) is None
+    assert live.prepare(dict(new, kind="bars")) is None
+    assert live.prepare(dict(new, y=None)) is None                                   # unrenderable
+    assert plot_layout(new) == plot_layout(plot) != plot_layout(dict(plot, logy=True))
+
+
+def test_live_plot_colour_ranges_and_categories_follow_new_data():
+    from bokeh.models import LinearColorMapper, Plot
+
+    image = {"kind": "image", "title": "i", "data": np.arange(12.0).reshape(3, 4), "xlabel": "col",
+             "ylabel": "row", "clabel": "e-"}
+    live = LivePlot(image)
+    root = live.pane.get_root()
+    mapper = next(m for m in root.references() if isinstance(m, LinearColorMapper))
+    figure = next(m for m in root.references() if isinstance(m, Plot))
+    assert (mapper.low, mapper.high) == (0, 11)
+    live.show(live.prepare(dict(image, data=100 + np.arange(30.0).reshape(5, 6))))
+    assert (mapper.low, mapper.high) == (100, 129)
+    assert (figure.x_range.end, figure.y_range.end) == (6, 5)
+    bars = {"kind": "bars", "title": "b", "x": ["a", "b"], "y": [1, 2]}
+    live = LivePlot(bars)
+    figure = next(m for m in live.pane.get_root().references() if isinstance(m, Plot))
+    live.show(live.prepare(dict(bars, x=["c", "d", "e"], y=[5, 9, 1])))
+    assert list(figure.x_range.factors) == ["c", "d", "e"] and figure.y_range.end > 9
+
+
+def test_rerun_updates_a_tabs_figures_in_place(demo_root, tmp_path):
+    state = AppState(data_root=demo_root, work_dir=tmp_path)
+    view = AppView(state)
+    tab = view.stage_tabs["phase"]
+    assert state.run() is not None, state.error
+    tab.refresh_plots()
+    panes = [pane for row in tab.plots.objects for pane in row]
+    roots = [pane.get_root() for pane in panes]
+    before = [_figure_models(root) for root in roots]
+    nbins = state.cfg.calib.phase.binning.nbins
+    assert nbins != 37 and nbins in _lengths(next(m for m in before if m[2].text.startswith("Binned white"))[1])
+    tab.form.widgets["binning.nbins"].value = 37
+    assert state.run() is not None, state.error
+    tab.refresh_plots()
+    assert [pane for row in tab.plots.objects for pane in row] == panes
+    after = [_figure_models(root) for root in roots]
+    assert [(f, s) for f, s, _ in after] == [(f, s) for f, s, _ in before]       # same figures and sources
+    curve = next(models for models in after if models[2].text.startswith("Binned white light"))
+    assert 37 in _lengths(curve[1]) and nbins not in _lengths(curve[1])
+    expected = [item["title"] for item in state.diagnostics("phase") if item["kind"] != "table"]
+    assert [models[2].text for models in after] == expected
+    state.close()
+
+
+def test_only_tabs_whose_stage_output_changed_are_redrawn(demo_root, tmp_path, monkeypatch):
+    state = AppState(data_root=demo_root, work_dir=tmp_path)
+    view = AppView(state)
+    assert state.run() is not None, state.error
+    for stage in ("adc", "phase"):
+        view.stage_tabs[stage].refresh_plots()
+    asked = []
+    diagnostics = state.diagnostics
+    monkeypatch.setattr(state, "diagnostics", lambda stage: asked.append(stage) or diagnostics(stage))
+    view.stage_tabs["phase"].form.widgets["binning.nbins"].value = 37
+    assert state.run() is not None, state.error
+    assert state.record("adc").status == "cached" and state.record("phase").status == "ran"
+    for stage in ("adc", "phase"):
+        view.stage_tabs[stage].refresh_plots()
+    assert asked == ["phase"]                       # the cached ADC output is not drawn again
+    state.instrument = "FGS1"
+    view.stage_tabs["adc"].refresh_plots()
+    assert asked == ["phase", "adc"]                # another instrument is another output
+    state.close()
 
 
 def test_every_stage_tab_renders_its_diagnostics(ran_state):

@@ -108,6 +108,23 @@ def test_bad_values_fail_with_one_line_naming_key_value_and_allowed(overrides, k
     assert fragment in msg
 
 
+def test_revalidation_gives_fresh_typed_configs_and_sees_every_change():
+    cfg = compose_config("calib/nominal")
+    first, second = validate_config(cfg), validate_config(cfg)
+    assert first.stages == second.stages and first.data == second.data
+    assert first.stages["phase"] is not second.stages["phase"]
+    first.stages["phase"].binning.nbins = 7                    # a caller mutating its typed config ...
+    assert validate_config(cfg).stages["phase"].binning.nbins == cfg.calib.phase.binning.nbins   # ... changes nothing
+    OmegaConf.update(cfg, "calib.phase.binning.nbins", 41, merge=False)
+    assert validate_config(cfg).stages["phase"].binning.nbins == 41
+    OmegaConf.update(cfg, "calib.phase.binning.nbins", 0, merge=False)
+    with pytest.raises(ConfigError, match=r"calib\.phase\.binning\.nbins = 0"):
+        validate_config(cfg)
+    OmegaConf.update(cfg, "calib.phase.binning.nbins", "many", merge=False)
+    with pytest.raises(ConfigError, match=r"calib\.phase\.binning\.nbins"):
+        validate_config(cfg)
+
+
 def test_unknown_profile_lists_the_available_ones():
     with pytest.raises(ConfigError, match="calib/fast, calib/nominal, calib/strict"):
         compose_config("calib/nominl")

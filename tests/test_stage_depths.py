@@ -94,6 +94,95 @@ def test_multiplicative_fit_recovers_baseline_and_depth_exactly():
     assert fit.gamma[0, 0] == pytest.approx(0.0121, rel=1e-10) and fit.chi2[0] < 1e-16
 
 
+def test_batched_multiplicative_fit_matches_a_per_channel_least_squares_oracle():
+    from scipy.optimize import least_squares
+
+    rng = np.random.default_rng(4)
+    geometry = Geometry(3.5, 5.0, 10.0, 88.5)
+    time_h = np.linspace(0, 7.5, 300)
+    e = deficit_basis(time_h, geometry, 0.11)
+    design = depths.baseline_design(time_h, 2)
+    n_chan = 4
+    templates = e[None] * (1 + 0.02 * rng.normal(size=(n_chan, 3, 1)))       # (C, 3, M), per channel
+    offset = 1e-3 * e[0][None] * rng.random((n_chan, 1))
+    beta = 0.0121 * ld_direction(0.3, 0.2)
+    flux = ((design @ np.array([1.02, 0.004, -0.002]))[:, None]
+            * (1 - offset.T - np.einsum("ctm,t->mc", templates, beta)) + 2e-4 * rng.normal(size=(300, n_chan)))
+    weight = np.full(flux.shape, 1 / 2e-4 ** 2)
+    weight[rng.random(flux.shape) < 0.1] = 0.0
+    weight[:, 3] = 0.0
+    weight[:4, 3] = 1.0                                                     # too few points: NaN
+    rows = np.array([[-0.3, 0.7, -0.3], [-0.2, -0.2, 0.8]])
+    ivar = np.full((n_chan, 2), 1e5)
+    fit = depths.fit_multiplicative(flux, weight, design, templates, offset, prior=(rows, ivar), iters=6)
+    for c in range(3):
+        sw = np.sqrt(weight[:, c])
+
+        def resid(x, c=c, sw=sw):
+            model = (design @ x[:3]) * (1 - offset[c] - x[3:] @ templates[c])
+            return np.concatenate([sw * (flux[:, c] - model), np.sqrt(ivar[c]) * (rows @ x[3:])])
+
+        ref = least_squares(resid, np.r_[1.0, 0, 0, 0, 0, 0], xtol=1e-15, ftol=1e-15, gtol=1e-15)
+        np.testing.assert_allclose(np.r_[fit.baseline[c], fit.gamma[c]], ref.x, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(fit.cov[c], np.linalg.inv(ref.jac.T @ ref.jac), rtol=1e-5)
+        assert fit.chi2[c] == pytest.approx(np.sum(resid(ref.x)[:300] ** 2), rel=1e-8)
+        np.testing.assert_allclose(fit.model[:, c], (design @ ref.x[:3]) * (1 - offset[c] - ref.x[3:] @ templates[c]),
+                                   rtol=1e-10)
+    assert fit.n.tolist() == np.count_nonzero(weight > 0, axis=0).tolist()
+    assert np.isnan(fit.gamma[3]).all() and np.isnan(fit.model[:, 3]).all() and np.isnan(fit.chi2[3])
+
+
+def _additive_channels(u1, u2, depth, noise, seed=0):
+    """Channels ``y = design @ b - depth * (d(u1, u2) . E)`` (+ white noise) on one geometry, with their inputs."""
+    rng = np.random.default_rng(seed)
+    geometry = Geometry(3.5, 5.0, 10.0, 88.5)
+    time_h = np.linspace(0, 7.5, 400)
+    e = deficit_basis(time_h, geometry, 0.11)
+    design = depths.baseline_design(time_h, 2)
+    n = len(u1)
+    base = design @ np.column_stack([1 + 0.01 * rng.normal(size=n), 1e-3 * rng.normal(size=(n, 2))]).T
+    signal = np.einsum("cx,xm->mc", ld_direction(u1, u2), e) * depth
+    flux = base - signal + noise * rng.normal(size=base.shape)
+    weight = np.full(flux.shape, 1.0 / max(noise, 1e-6) ** 2)
+    weight[::37, 0] = 0.0                                            # a few unusable points
+    curves = depths.Curves(time_h, flux, weight, 0.0, np.linspace(1.0, 3.0, n))
+    return curves, design, e
+
+
+def test_profiled_chi2_matches_direct_least_squares_and_its_gradient_finite_differences():
+    u1, u2 = np.array([0.1, 0.3, 0.5, 0.2]), np.array([0.3, 0.2, 0.05, -0.1])
+    curves, design, e = _additive_channels(u1, u2, np.array([0.010, 0.012, 0.011, 0.009]), noise=2e-4)
+    stats = depths.profiled_statistics(curves, design, e)
+    u = np.column_stack([u1 + 0.07, u2 - 0.05])                      # away from the optimum
+    chi2, grad = depths.profiled_chi2(stats, u)
+    for c in range(u.shape[0]):                                      # oracle: weighted least squares per channel
+        sw = np.sqrt(curves.weight[:, c])
+        a = np.column_stack([design, -(ld_direction(*u[c]) @ e)]) * sw[:, None]
+        coef = np.linalg.lstsq(a, curves.flux[:, c] * sw, rcond=None)[0]
+        # cross products: chi2 (~400) is the difference of two sums of ~1e10, so ~7 digits cancel
+        assert chi2[c] == pytest.approx(np.sum((curves.flux[:, c] * sw - a @ coef) ** 2), rel=1e-6)
+    h = 1e-6
+    for j in range(2):
+        step = np.zeros(2)
+        step[j] = h
+        numeric = (depths.profiled_chi2(stats, u + step)[0] - depths.profiled_chi2(stats, u - step)[0]) / (2 * h)
+        np.testing.assert_allclose(grad[:, j], numeric, rtol=1e-5)
+
+
+def test_smooth_law_recovers_an_exact_law_from_noise_free_channels():
+    n = 40
+    curves, design, e = _additive_channels(np.zeros(n), np.zeros(n), np.zeros(n), noise=0.0)
+    x = depths._wavenumber_coordinate(curves.wavelength_um)
+    law = np.array([[0.35, -0.12, 0.03], [0.18, 0.05, -0.02]])      # u1, u2 Legendre coefficients
+    u = np.polynomial.legendre.legvander(x, 2) @ law.T
+    depth = 0.012 + 0.001 * np.sin(3 * x)
+    signal = np.einsum("cx,xm->mc", ld_direction(u[:, 0], u[:, 1]), e) * depth
+    curves = depths.Curves(curves.time_h, curves.flux - signal, curves.weight, 0.0, curves.wavelength_um)
+    usable = np.ones(n, bool)
+    fitted = depths._smooth_law(curves, e, design, 2, usable, (0.3, 0.15))
+    np.testing.assert_allclose(fitted, law, atol=1e-4)
+
+
 def test_fill_missing_interpolates_with_a_conservative_error():
     out = {"mu": np.array([0.01, 0.0101, np.nan, 0.0103, 0.0104]), "sigma": np.array([1e-4, 1e-4, np.nan, 1e-4, 2e-4]),
            "wavelength_um": np.array([2.0, 2.1, 2.2, 2.3, 2.4]), "instrument": np.ones(5)}

@@ -18,8 +18,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,7 +235,40 @@ def _schema_node(schema: type) -> DictConfig:
     return OmegaConf.structured(schema)
 
 
+#: typed sections already validated, by (schema, prefix, content); see :func:`_typed_section`
+_VALIDATED: dict[tuple, Any] = {}
+_VALIDATED_MAX = 1024
+
+
+def _section_key(schema: type, section: Any, prefix: str) -> tuple | None:
+    """The complete input of validating ``section``: schema, key prefix and the resolved content."""
+    try:
+        content = OmegaConf.to_container(section, resolve=True) if OmegaConf.is_config(section) else section
+        return schema, prefix, json.dumps(content, sort_keys=True, default=repr)
+    except Exception:  # noqa: BLE001 -- e.g. a broken interpolation: validated (and reported) below
+        return None
+
+
 def _typed_section(schema: type, section: Any, prefix: str) -> Any:
+    """``section`` merged into ``schema`` and checked; a fresh typed object on every call.
+
+    Validating is a pure function of :func:`_section_key`, and the merge into
+    the structured schema is the slow part of validation, so a section whose
+    content was validated before (the app validates the whole profile on each
+    edit, and the runner again) is answered from a copy of that result.
+    """
+    key = _section_key(schema, section, prefix)
+    if key is not None and key in _VALIDATED:
+        return copy.deepcopy(_VALIDATED[key])
+    obj = _merge_and_check(schema, section, prefix)
+    if key is not None:
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.clear()
+        _VALIDATED[key] = copy.deepcopy(obj)
+    return obj
+
+
+def _merge_and_check(schema: type, section: Any, prefix: str) -> Any:
     try:
         merged = OmegaConf.merge(_schema_node(schema), section)
         obj = OmegaConf.to_object(merged)
@@ -309,7 +344,6 @@ def config_to_yaml(cfg: DictConfig, resolve: bool = True) -> str:
 def config_hash(cfg: DictConfig) -> str:
     """sha256 of what determines the results: the calib and data sections (not run_dir/runtime)."""
     import hashlib
-    import json
 
     payload = {
         "calib": OmegaConf.to_container(cfg.calib, resolve=True),

@@ -79,6 +79,7 @@ from ..transit import (
     geometry_from_durations,
     ld_direction,
     ld_from_beta,
+    light_curve,
     red_noise_beta,
     time_bin,
 )
@@ -104,6 +105,9 @@ __all__ = [
     "fit_multiplicative",
     "fit_white",
     "fit_channels",
+    "ProfiledStatistics",
+    "profiled_statistics",
+    "profiled_chi2",
     "channel_sigma",
     "fill_missing",
     "DepthsStage",
@@ -320,25 +324,35 @@ def fit_multiplicative(y: np.ndarray, w: np.ndarray, design: np.ndarray, templat
     m, c = y.shape
     nb, nt = design.shape[1], templates.shape[1]
     p = nb + nt
-    w = np.where(w > 0, w, 0.0)
-    y0 = np.where(w > 0, y, 0.0)
-    t_mtc = np.transpose(templates, (2, 1, 0))
-    off = np.zeros((m, c)) if offset is None else np.asarray(offset).T
-    n = np.count_nonzero(w > 0, axis=0)
+    # channel-major (C, M) arrays; the Gram matrix is assembled block by block from batched
+    # matrix products (J = [design * (1 - deficit), -base * templates] is never formed)
+    w = np.where(w > 0, w, 0.0).T
+    y0 = np.where(w > 0, y.T, 0.0)
+    templates = np.asarray(templates, np.float64)
+    off = np.zeros((c, m)) if offset is None else np.asarray(offset, np.float64)
+    design_outer = (design[:, :, None] * design[:, None, :]).reshape(m, nb * nb)
+    n = np.count_nonzero(w > 0, axis=1)
     ok = n >= p
     base_coef = np.zeros((c, nb))
     with np.errstate(invalid="ignore", divide="ignore"):
-        base_coef[:, 0] = np.where(ok, (w * y0).sum(axis=0) / w.sum(axis=0), 0.0)
+        base_coef[:, 0] = np.where(ok, (w * y0).sum(axis=1) / w.sum(axis=1), 0.0)
     gamma = np.zeros((c, nt))
-    jac = np.empty((m, p, c))
+    gram = np.empty((c, p, p))
+    grad = np.empty((c, p))
     for step in range(iters + 1):
-        base = design @ base_coef.T
-        deficit = off + np.einsum("mtc,ct->mc", t_mtc, gamma)
-        model = base * (1.0 - deficit)
-        jac[:, :nb] = design[:, :, None] * (1.0 - deficit)[:, None, :]
-        jac[:, nb:] = -base[:, None, :] * t_mtc
-        gram = np.einsum("mpc,mc,mqc->cpq", jac, w, jac)
-        grad = np.einsum("mpc,mc->cp", jac, w * (y0 - model))
+        base = base_coef @ design.T
+        scale = 1.0 - off - np.einsum("ctm,ct->cm", templates, gamma)       # 1 - deficit
+        model = base * scale
+        resid = y0 - model
+        wt = w * scale
+        gram[:, :nb, :nb] = ((wt * scale) @ design_outer).reshape(c, nb, nb)
+        grad[:, :nb] = (wt * resid) @ design
+        if nt:
+            tw = templates * (w * base)[:, None, :]                          # (C, nt, M)
+            gram[:, nb:, :nb] = -(templates * (wt * base)[:, None, :]) @ design
+            gram[:, :nb, nb:] = np.swapaxes(gram[:, nb:, :nb], 1, 2)
+            gram[:, nb:, nb:] = (tw * base[:, None, :]) @ np.swapaxes(templates, 1, 2)
+            grad[:, nb:] = -(tw @ resid[:, :, None])[..., 0]
         if prior is not None and nt:
             rows, ivar = prior
             gram[:, nb:, nb:] += np.einsum("rt,cr,rs->cts", rows, ivar, rows)
@@ -351,10 +365,11 @@ def fit_multiplicative(y: np.ndarray, w: np.ndarray, design: np.ndarray, templat
         gamma += delta[:, nb:]
     cov = np.full((c, p, p), np.nan)
     cov[ok] = np.linalg.inv(gram[ok])
-    chi2 = (w * (y0 - model) ** 2).sum(axis=0)
+    chi2 = (w * resid ** 2).sum(axis=1)
     bad = ~ok
     base_coef[bad], gamma[bad], chi2[bad] = np.nan, np.nan, np.nan
-    model[:, bad] = np.nan
+    model[bad] = np.nan
+    model = model.T
     return LinearFit(base_coef, gamma, cov, model, chi2, n)
 
 
@@ -574,22 +589,78 @@ def _normal_statistics(curves: Curves, design: np.ndarray, e: np.ndarray) -> dic
     }
 
 
-def _projected_chi2(stats: dict[str, np.ndarray], d: np.ndarray) -> np.ndarray:
-    """Chi^2 per channel of the additive model ``design @ b - depth * (d . E)`` at its linear optimum.
+@dataclass
+class ProfiledStatistics:
+    """Per-channel cross products with the baseline projected out (C channels, basis of 3 curves).
 
-    ``d`` (C, 3) are the channels' limb-darkening directions; uses only the
-    cross products of :func:`_normal_statistics`, so one evaluation costs a few
-    (C, nb+1, nb+1) solves instead of a pass over the data.
+    For the additive model ``y = design @ b - s * (d . E)`` with the baseline
+    ``b`` profiled out, only these enter the fit of the basis part: ``Q`` (C, 3, 3)
+    the projected Gram matrix of the basis curves, ``g`` (C, 3) their projected
+    cross products with the data and ``yy`` (C,) the projected data norm.
     """
-    nb = stats["A"].shape[1]
-    bd = np.einsum("cix,cx->ci", stats["B"], d)
-    gram = np.empty((d.shape[0], nb + 1, nb + 1))
-    gram[:, :nb, :nb] = stats["A"]
-    gram[:, :nb, nb] = gram[:, nb, :nb] = -bd
-    gram[:, nb, nb] = np.einsum("cx,cxz,cz->c", d, stats["Q"], d)
-    rhs = np.concatenate([stats["py"], -np.einsum("cx,cx->c", d, stats["ey"])[:, None]], axis=1)
-    sol = np.linalg.solve(gram, rhs[..., None])[..., 0]
-    return stats["yy"] - np.einsum("ci,ci->c", rhs, sol)
+
+    Q: np.ndarray
+    g: np.ndarray
+    yy: np.ndarray
+
+
+def profiled_statistics(curves: Curves, design: np.ndarray, e: np.ndarray,
+                        channels: np.ndarray | None = None) -> ProfiledStatistics:
+    """:class:`ProfiledStatistics` for baseline ``design`` and basis ``e`` (3, M).
+
+    ``channels`` (boolean (C,), default all) selects the channels; each needs
+    more usable points than baseline coefficients.
+    """
+    s = _normal_statistics(curves, design, e)
+    if channels is not None:
+        s = {k: v[channels] for k, v in s.items()}
+    rhs = np.concatenate([s["B"], s["py"][..., None]], axis=2)          # (C, nb, 4)
+    sol = np.linalg.solve(s["A"], rhs)                                  # A^-1 [B | py]
+    bt = np.swapaxes(s["B"], 1, 2)
+    q = s["Q"] - bt @ sol[..., :3]
+    return ProfiledStatistics(Q=0.5 * (q + np.swapaxes(q, 1, 2)),
+                              g=s["ey"] - (bt @ sol[..., 3:])[..., 0],
+                              yy=s["yy"] - np.einsum("ci,ci->c", s["py"], sol[..., 3]))
+
+
+#: ``(1 - u1 - u2, u1, u2) = _LD_ORIGIN + _LD_AXES @ (u1, u2)``: the direction of the law, up to its norm
+_LD_ORIGIN = np.array([1.0, 0.0, 0.0])
+_LD_AXES = np.array([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
+
+
+def profiled_chi2(stats: ProfiledStatistics, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chi^2 per channel at the linear optimum of baseline and depth, and its gradient in (u1, u2).
+
+    The deficit of a channel is ``depth * (d . E)`` with ``d`` proportional to
+    ``v = (1 - u1 - u2, u1, u2)``; the depth absorbs the norm, so with the
+    baseline and the depth profiled out
+
+        chi2(u) = yy - (v . g)**2 / (v^T Q v)
+
+    exactly (a Rayleigh quotient), and
+    ``d chi2 / d v = -2 a g / q + 2 a**2 Q v / q**2`` with ``a = v . g``, ``q = v^T Q v``.
+
+    Parameters
+    ----------
+    stats : ProfiledStatistics
+        From :func:`profiled_statistics`.
+    u : numpy.ndarray
+        (C, 2) limb-darkening coefficients u1, u2 of every channel.
+
+    Returns
+    -------
+    chi2 : numpy.ndarray
+        (C,)
+    grad : numpy.ndarray
+        (C, 2) derivatives with respect to u1 and u2.
+    """
+    v = _LD_ORIGIN + u @ _LD_AXES.T
+    qv = np.einsum("cxz,cz->cx", stats.Q, v)
+    a = np.einsum("cx,cx->c", v, stats.g)
+    q = np.einsum("cx,cx->c", v, qv)
+    r = a / q
+    grad_v = 2.0 * r[:, None] * (r[:, None] * qv - stats.g)
+    return stats.yy - a * r, grad_v @ _LD_AXES
 
 
 def _smooth_law(curves: Curves, e: np.ndarray, design: np.ndarray, degree: int, usable: np.ndarray,
@@ -599,18 +670,19 @@ def _smooth_law(curves: Curves, e: np.ndarray, design: np.ndarray, degree: int, 
     Minimises the total chi^2 of the ``usable`` channels with each channel's
     baseline and depth profiled out (additive model: the limb-darkening law is
     insensitive to the second-order multiplicative correction, which the final
-    per-channel fits include).
+    per-channel fits include).  The profiled chi^2 and its gradient are
+    closed-form (:func:`profiled_chi2`), so BFGS gets the exact gradient.
     """
     leg = np.polynomial.legendre.legvander(_wavenumber_coordinate(curves.wavelength_um), degree)[usable]
-    stats = {k: v[usable] for k, v in _normal_statistics(curves, design, e).items()}
+    stats = profiled_statistics(curves, design, e, usable)
 
-    def total_chi2(eta: np.ndarray) -> float:
-        u = leg @ eta.reshape(2, -1).T
-        return float(_projected_chi2(stats, ld_direction(u[:, 0], u[:, 1])).sum())
+    def total_chi2(eta: np.ndarray) -> tuple[float, np.ndarray]:
+        chi2, grad_u = profiled_chi2(stats, leg @ eta.reshape(2, -1).T)
+        return float(chi2.sum()), (grad_u.T @ leg).ravel()
 
     eta0 = np.zeros((2, degree + 1))
     eta0[:, 0] = u_start
-    fit = minimize(total_chi2, eta0.ravel(), method="BFGS", options={"gtol": 1e-3})
+    fit = minimize(total_chi2, eta0.ravel(), jac=True, method="BFGS", options={"gtol": 1e-3})
     return fit.x.reshape(2, -1)
 
 
@@ -720,14 +792,25 @@ def _solve_depths(curves: Curves, design: np.ndarray, geometry: Geometry, e_ref:
     for _ in range(iters):
         gamma0 = np.nan_to_num(lf.gamma)
         s0 = np.clip(np.nan_to_num(gamma0 @ w, nan=k_ref ** 2), 1e-6, 0.36)
-        base, _ = _channel_templates(deficit_basis(curves.time_h, geometry, np.sqrt(s0), curves.exp_time_h),
-                                     mode, u_chan)
-        moved, _ = _channel_templates(
-            deficit_basis(curves.time_h, geometry, np.sqrt(s0 * (1 + step)), curves.exp_time_h), mode, u_chan)
+        base = _own_templates(curves, geometry, np.sqrt(s0), mode, u_chan)
+        moved = _own_templates(curves, geometry, np.sqrt(s0 * (1 + step)), mode, u_chan)
         slope = np.einsum("ct,ctm->cm", gamma0, (moved - base) / (s0 * step)[:, None, None])
         lf = fit_multiplicative(curves.flux, curves.weight, design, base + w[None, :, None] * slope[:, None, :],
                                 offset=-s0[:, None] * slope, prior=prior)
     return lf
+
+
+def _own_templates(curves: Curves, geometry: Geometry, k: np.ndarray, mode: str, u_chan: np.ndarray) -> np.ndarray:
+    """Templates (C, nt, M) of :func:`_channel_templates` with each channel's own radius ratio ``k`` (C,).
+
+    Along a fixed limb-darkening direction the unit-depth template is
+    ``d(u) . E(k) = (1 - flux(k, u)) / k**2`` exactly (:mod:`calib_core.transit`),
+    so ``smooth``/``fixed`` need one light curve per channel instead of the three basis curves.
+    """
+    if mode in ("smooth", "fixed"):
+        flux = light_curve(curves.time_h, geometry, k * k, u_chan[:, 0], u_chan[:, 1], curves.exp_time_h)
+        return ((1.0 - flux.T) / (k * k)[:, None])[:, None, :]
+    return _channel_templates(deficit_basis(curves.time_h, geometry, k, curves.exp_time_h), mode, u_chan)[0]
 
 
 def _depth_and_var(lf: LinearFit, mode: str) -> tuple[np.ndarray, np.ndarray]:
