@@ -85,9 +85,44 @@ def builtin_profile(name: str) -> DictConfig:
     return copy.deepcopy(_compose_builtin(name))
 
 
+_OWNER_FILE = ".owner-pid"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owned_tempdir(prefix: str, parent: str | Path | None = None) -> Path:
+    """``mkdtemp`` that records this process as owner, after removing the leftovers of dead owners.
+
+    A server stopped by SIGTERM or SIGKILL never runs its exit handlers, and
+    each app process leaves about a gigabyte of runs behind; the next app
+    process sweeps every ``prefix*`` directory whose owner is gone.
+    Directories without an owner file (another program's, or one being
+    created) are left alone.
+    """
+    parent = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    for old in parent.glob(f"{prefix}*"):
+        try:
+            pid = int((old / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    (path / _OWNER_FILE).write_text(str(os.getpid()))
+    return path
+
+
 @functools.cache
 def _shared_root() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="spectramind-app-shared-"))
+    root = owned_tempdir("spectramind-app-shared-")
     atexit.register(shutil.rmtree, root, True)
     return root
 
@@ -249,7 +284,7 @@ class AppState(param.Parameterized):
         with param.discard_events(self):
             # started on a data root: open its first planet; otherwise the demo planet
             self.dataset = list(self.datasets)[1 if len(self.datasets) > 1 else 0]
-        self.run_dir = Path(tempfile.mkdtemp(prefix="spectramind-app-", dir=work_dir))
+        self.run_dir = owned_tempdir("spectramind-app-session-", work_dir)
         # removed by close(), or when the state is garbage-collected / the process exits
         self._remove_run_dir = weakref.finalize(self, shutil.rmtree, str(self.run_dir), True)
         self.progress = Progress()

@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import statistics
 import subprocess
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 expect(page.locator(".run-status")).to_contain_text(f"run #{i + 2} done")
             browser.close()
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)           # a clean shutdown runs the app's exit handlers
         proc.wait(10)
     data = args.data_root or "built-in demo planet"
     print(f"app latency in Chromium ({data}, nominal profile)")

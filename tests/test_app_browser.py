@@ -11,6 +11,7 @@ a refused value; then two more sessions at once check isolation.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def app_url(demo_root, tmp_path_factory):
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/main"
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)       # a clean shutdown runs the app's exit handlers
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:

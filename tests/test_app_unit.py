@@ -418,3 +418,24 @@ def test_every_stage_tab_renders_its_diagnostics(ran_state):
     view.tabs.active = len(view.stage_tabs)
     assert state.config_hash in view.summary.pane.object
     assert str(state.run_dir) in view.summary.pane.object
+
+
+def test_owned_tempdirs_of_dead_processes_are_swept(tmp_path):
+    """A server killed without its exit handlers leaves runs behind; the next process removes them."""
+    import subprocess
+    import sys
+
+    from app.state import owned_tempdir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / "spectramind-app-session-old"
+    leftover.mkdir()
+    (leftover / ".owner-pid").write_text(dead.stdout.strip())
+    (leftover / "big.npy").write_bytes(b"0" * 1000)
+    foreign = tmp_path / "spectramind-app-session-foreign"      # no owner file: not ours to judge
+    foreign.mkdir()
+    first = owned_tempdir("spectramind-app-session-", tmp_path)
+    assert not leftover.exists() and foreign.is_dir()
+    assert (first / ".owner-pid").read_text() == str(__import__("os").getpid())
+    second = owned_tempdir("spectramind-app-session-", tmp_path)
+    assert first.is_dir() and second.is_dir() and first != second   # a live owner's directories stay
