@@ -7,6 +7,8 @@ prints each stage's time per instrument, the peak memory and the depths' agreeme
 labels exist.
 
     python benchmarks/bench_science.py [--profile calib/nominal] [--data ~/.cache/spectramind/bench-full-seed0]
+    python benchmarks/bench_science.py calib.adc.cache.write_intermediate=false \
+        calib.dark.cache.write_intermediate=false calib.flat.cache.write_intermediate=false   # streamed
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path.home() / ".cache" / "spectramind" / "bench-full-seed0",
                     help="where the full-size demo planet is generated once")
     ap.add_argument("--run-dir", type=Path, default=Path("runs") / "bench_science")
+    ap.add_argument("overrides", nargs="*", help="config overrides, as for spectramind calibrate")
     args = ap.parse_args()
 
     root = args.root
@@ -52,7 +55,7 @@ def main() -> None:
             t0 = time.perf_counter()
             make_demo(root, seed=0, full=True, overwrite=True)
             print(f"generated the full-size demo planet in {time.perf_counter() - t0:.1f} s: {root}")
-    overrides = [f"data.root={root}", f"run_dir={args.run_dir}"]
+    overrides = [f"data.root={root}", f"run_dir={args.run_dir}", *args.overrides]
     if args.planet_id is not None:
         overrides.append(f"data.planet_id={args.planet_id}")
     planet = open_planet(root, args.planet_id)
