@@ -11,7 +11,10 @@ It holds no numerics: each stage's ``run`` does the work (see
    the stage's own section and code -- a changed upstream key invalidates, an
    unchanged one hits,
 4. evaluates QC gates (``warn`` records and continues, ``error`` stops the run
-   without committing the failing stage's output),
+   without committing the failing stage's output); consecutive detector
+   stages whose ``cache.write_intermediate`` is false are streamed in memory
+   into the next stage that stores frames and cached with it as one unit
+   (:meth:`_Runner.run_streamed`),
 5. writes ``config.yaml``, ``qc.json``, ``run_hash_summary.json``, the
    per-stage outputs under ``calib/<stage>/<instrument>/`` and ``depths.csv``,
    all atomically, and appends a one-line summary to ``debug_log.md``.
