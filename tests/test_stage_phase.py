@@ -241,6 +241,20 @@ def test_stage_estimates_t0_windows_and_coverage(traced, visit, tmp_path):
         assert plots[0]["kind"] == "curve" and len(plots[0]["yerr"]) == 200
 
 
+def test_sparse_bins_fail_coverage_but_the_white_light_is_still_drawn(traced, visit, tmp_path):
+    """Every bin below min_count: flagged, the coverage gate fails, and the plot shows the low-count bins."""
+    cfg = phase.PhaseConfig()
+    cfg.binning.min_count = 10_000
+    out, metrics = _run_phase(traced, visit, "FGS1", cfg, tmp_path)
+    assert (np.asarray(out.fields["phase_flags"]) & int(phase.PhaseFlag.LOW_COUNT)).all()
+    assert metrics["coverage_frac"] == 0.0
+    assert not next(g for g in phase.STAGE.gates(metrics, cfg) if g.name == "coverage_frac").passed
+    white = phase.STAGE.diagnostics(out, metrics, StageContext(planet=None, instrument="FGS1", stage_cfgs={}))[0]
+    assert "low-count bins shown" in white["title"]
+    y = np.asarray(white["y"], float)
+    assert np.isfinite(y).mean() > 0.9 and abs(np.nanmedian(y) - 1.0) < 0.01
+
+
 def test_config_ephemeris_in_bjd_tdb_and_time_axis(traced, visit, tmp_path):
     g = visit["geometry"]
     cfg = phase.PhaseConfig()

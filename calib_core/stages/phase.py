@@ -446,7 +446,13 @@ class PhaseStage(Stage):
         flux = np.asarray(f["binned_flux"], np.float64)
         err = np.asarray(f["binned_flux_err"], np.float64)
         wl = np.asarray(f["channel_grid"], np.float64)
-        good = np.asarray(f["phase_flags"]) == 0
+        flags = np.asarray(f["phase_flags"])
+        good = flags == 0
+        note = ""
+        if not good.any():
+            # sparse data (every bin below binning.min_count): show the low-count bins rather than nothing
+            good = (flags & int(PhaseFlag.EMPTY)) == 0
+            note = " - no bin reaches binning.min_count; low-count bins shown"
         white, white_w = white_from_series(flux, err, good)
         x, y, w, _ = time_bin(centres, white[:, None], white_w[:, None], min(centres.size, MAX_PLOT_POINTS))
         with np.errstate(divide="ignore"):
@@ -457,7 +463,7 @@ class PhaseStage(Stage):
         xlabel = f"phase ({unit} from mid-transit)"
         count = np.median(np.asarray(f["binned_count"]), axis=1)
         return [
-            {"kind": "curve", "title": "Binned white light (weighted mean of channels)", "x": x, "y": y[:, 0],
+            {"kind": "curve", "title": "Binned white light (weighted mean of channels)" + note, "x": x, "y": y[:, 0],
              "yerr": yerr, "xlabel": xlabel, "ylabel": "normalised flux", "label": "binned", "overlay": lines},
             {"kind": "image", "title": "Binned flux (phase x wavelength)",
              "data": block_mean(np.where(good, flux, np.nan), MAX_PLOT_POINTS, 300).T,
