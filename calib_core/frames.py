@@ -353,7 +353,8 @@ class FramePlane:
     repairs, flag updates) -- goes through a memory map of the same file,
     opened on first use; Linux keeps both views coherent (one page cache).
     The file starts as a sparse, zero-filled ``.npy`` like
-    :func:`numpy.lib.format.open_memmap` gives.
+    :func:`numpy.lib.format.open_memmap` gives.  Where ``os.pwrite`` does not
+    exist (Windows), every write goes through the memory map.
     """
 
     def __init__(self, path: str | os.PathLike, shape: tuple, dtype: Any):
@@ -382,7 +383,7 @@ class FramePlane:
         return self._mapped()[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        if isinstance(key, slice) and key.step in (None, 1) and self._fd is not None:
+        if isinstance(key, slice) and key.step in (None, 1) and self._fd is not None and hasattr(os, "pwrite"):
             start, stop, _ = key.indices(self.shape[0])
             if stop <= start:
                 return
