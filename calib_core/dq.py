@@ -52,6 +52,15 @@ def decode(value: int) -> list[str]:
 
 
 def dropped_frames(dq: np.ndarray) -> np.ndarray:
-    """True for frames whose every pixel carries ``DROPPED`` (telemetry drop)."""
-    dq = np.asarray(dq)
-    return ((dq & int(DQ.DROPPED)) != 0).reshape(len(dq), -1).all(axis=1)
+    """True for frames whose every pixel carries ``DROPPED`` (telemetry drop).
+
+    Only frames whose first pixel is ``DROPPED`` are read whole, so screening a
+    chunk (or a memory-mapped plane) costs one pixel per frame.
+    """
+    first = np.asarray(dq[(slice(None),) + (0,) * (np.ndim(dq) - 1)])
+    out = np.zeros(len(first), bool)
+    candidates = np.flatnonzero((first & int(DQ.DROPPED)) != 0)
+    if candidates.size:
+        out[candidates] = ((np.asarray(dq[candidates]) & int(DQ.DROPPED)) != 0).reshape(
+            candidates.size, -1).all(axis=1)
+    return out

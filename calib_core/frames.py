@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .dq import DQ, DQ_DTYPE, dropped_frames
+from .dq import DQ_DTYPE, dropped_frames
 
 __all__ = [
     "Frames",
@@ -185,9 +185,7 @@ class FrameSource:
         out = np.zeros(self.n_frames, bool)
         for start in range(0, self.n_frames, chunk_frames):
             sl = slice(start, min(start + chunk_frames, self.n_frames))
-            candidates = start + np.flatnonzero((np.asarray(self.dq[sl, 0, 0]) & int(DQ.DROPPED)) != 0)
-            if candidates.size:
-                out[candidates] = dropped_frames(np.asarray(self.dq[candidates]))
+            out[sl] = dropped_frames(self.dq[sl])
         return out
 
 
@@ -476,7 +474,10 @@ class StoreWriter:
     def commit(self, meta: dict) -> StoredOutput:
         """Flush, write ``meta.json`` last and move the directory into place."""
         for arr in self._maps.values():
-            arr.close() if isinstance(arr, FramePlane) else arr.flush()
+            if isinstance(arr, FramePlane):
+                arr.close()
+            else:
+                arr.flush()
         self._maps.clear()
         meta = {**self.meta, **meta, "fields": self.fields}
         atomic_write_json(self.tmp_dir / META_NAME, meta)

@@ -76,3 +76,18 @@ def test_frame_plane_without_pwrite_writes_through_the_map(tmp_path, monkeypatch
     out = np.load(tmp_path / "w.npy")
     np.testing.assert_array_equal(out[1:3].ravel(), np.arange(8))
     assert not out[0].any() and not out[3:].any()
+
+
+def test_dropped_frames_needs_every_pixel_dropped():
+    """The first-pixel screen never changes the answer: every pixel must carry DROPPED."""
+    from calib_core.dq import DQ, dropped_frames
+
+    rng = np.random.default_rng(0)
+    dq = rng.integers(0, 1 << 12, size=(50, 4, 5)).astype(np.uint16)
+    dq[[3, 7, 9]] = int(DQ.DROPPED)
+    dq[9, 2, 2] = 0                        # first pixel dropped, one other pixel not
+    dq[11, 1:] = int(DQ.DROPPED)           # every pixel but the first
+    expected = ((dq & int(DQ.DROPPED)) != 0).reshape(50, -1).all(axis=1)
+    np.testing.assert_array_equal(dropped_frames(dq), expected)
+    assert np.flatnonzero(expected).tolist() == [3, 7]
+    assert dropped_frames(np.zeros((0, 2, 2), np.uint16)).size == 0
