@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
+from .common import run_stream
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..frames import FrameAxisMeta, Frames, StoredOutput, StoreWriter
 
-__all__ = ["FrameStream", "Gate", "Stage", "StageContext", "RawInput", "gate", "hist_data", "QCError"]
+__all__ = ["FrameStream", "Gate", "Stage", "StreamStage", "StageContext", "RawInput", "gate", "hist_data", "QCError"]
 
 
 class QCError(RuntimeError):
@@ -182,3 +184,24 @@ class Stage(abc.ABC):
 
     def diagnostics(self, output: "StoredOutput", metrics: dict, ctx: StageContext) -> list[dict]:
         return []
+
+
+class StreamStage(Stage):
+    """A frame stage whose work is a :class:`FrameStream` with every config: ``run`` writes the stream to planes.
+
+    Subclasses implement ``stream``; it also lets the runner stream the stage
+    into the next one, and lets a stream stand in for its stored input.
+    """
+
+    accepts_stream = True
+
+    def can_stream(self, cfg: Any) -> bool:
+        return True
+
+    @abc.abstractmethod
+    def stream(self, inp: Any, cfg: Any, ctx: StageContext) -> FrameStream:
+        """This stage opened on ``inp``."""
+
+    def run(self, inp: Any, cfg: Any, ctx: StageContext, writer: "StoreWriter") -> dict:
+        return run_stream(self.stream(inp, cfg, ctx), inp.iter_chunks(ctx.chunk_frames), writer, ctx,
+                          release=(inp.data, inp.var, inp.dq))

@@ -28,8 +28,8 @@ from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
 from ..frames import Frames, FrameSource, StoredOutput, StoreWriter
 from .adc import resolve_conversion
-from .common import (DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, frame_tiles, input_read_var, map_label, preview_index, run_stream, usable_frame_means, validate_map)
-from .base import FrameStream, Gate, Stage, StageContext, gate, hist_data
+from .common import (DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, frame_tiles, input_read_var, map_label, preview_index, usable_frame_means, validate_map)
+from .base import FrameStream, Gate, StageContext, StreamStage, gate, hist_data
 
 __all__ = [
     "DarkConfig", "DarkQC", "PerPixelMapConfig", "ConvertUnitsConfig", "ExposureConfig", "TemperatureConfig",
@@ -346,7 +346,7 @@ class _DarkStream(FrameStream):
         }
 
 
-class DarkStage(Stage):
+class DarkStage(StreamStage):
     """Dark subtraction with hot-pixel flagging/repair (see the module docstring)."""
 
     name = "dark"
@@ -354,18 +354,10 @@ class DarkStage(Stage):
     Config = DarkConfig
     input_kind = "frames"
     output_kind = "frames"
-    accepts_stream = True
     default_io = ("adc_corrected", "dark_corrected")
-
-    def can_stream(self, cfg: Any) -> bool:
-        return True
 
     def stream(self, inp: FrameSource, cfg: DarkConfig, ctx: StageContext) -> "_DarkStream":
         return _DarkStream(inp, cfg, ctx)
-
-    def run(self, inp: FrameSource, cfg: DarkConfig, ctx: StageContext, writer: StoreWriter) -> dict:
-        return run_stream(_DarkStream(inp, cfg, ctx), inp.iter_chunks(ctx.chunk_frames), writer, ctx,
-                          release=(inp.data, inp.var, inp.dq))
 
     @staticmethod
     def _dark_map(cfg: DarkConfig, ctx: StageContext, cal: Any, shape: tuple[int, int]) -> tuple[np.ndarray, str, str]:

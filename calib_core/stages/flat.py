@@ -27,8 +27,8 @@ from scipy.interpolate import BSpline
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DQ, DQ_DTYPE
 from ..frames import Frames, FrameSource, StoredOutput, StoreWriter
-from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, input_read_var, map_label, preview_index, run_stream, validate_map)
-from .base import FrameStream, Gate, Stage, StageContext, gate, hist_data
+from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, input_read_var, map_label, preview_index, validate_map)
+from .base import FrameStream, Gate, StageContext, StreamStage, gate, hist_data
 
 __all__ = [
     "FlatConfig", "FlatQC", "DeadPixelConfig", "IlluminationConfig",
@@ -299,7 +299,7 @@ class _FlatStream(FrameStream):
                                   self.n_bad_input, self.read_var_source)
 
 
-class FlatStage(Stage):
+class FlatStage(StreamStage):
     """Flat-field division with dead / bad-flat flags (see the module docstring)."""
 
     name = "flat"
@@ -307,18 +307,10 @@ class FlatStage(Stage):
     Config = FlatConfig
     input_kind = "frames"
     output_kind = "frames"
-    accepts_stream = True
     default_io = ("dark_corrected", "flat_corrected")
-
-    def can_stream(self, cfg: Any) -> bool:
-        return True
 
     def stream(self, inp: FrameSource, cfg: FlatConfig, ctx: StageContext) -> "_FlatStream":
         return _FlatStream(inp, cfg, ctx)
-
-    def run(self, inp: FrameSource, cfg: FlatConfig, ctx: StageContext, writer: StoreWriter) -> dict:
-        return run_stream(_FlatStream(inp, cfg, ctx), inp.iter_chunks(ctx.chunk_frames), writer, ctx,
-                          release=(inp.data, inp.var, inp.dq))
 
     @staticmethod
     def _metrics(n: int, flat: np.ndarray, dead: np.ndarray, prep: PreparedFlat, tally: DqTally,
