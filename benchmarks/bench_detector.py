@@ -166,27 +166,23 @@ def run_ours(root: str, planet_id: int | None, instrument: str, max_frames: int 
 def run_ours_streamed(root: str, planet_id: int | None, instrument: str, max_frames: int | None,
                       chunk_frames: int, store_dir: str | None) -> dict:
     """ADC -> dark -> flat streamed into CDS (only CDS planes stored); wall/CPU seconds and peak RSS."""
-    from calib_core.frames import StoredOutput, StoreWriter, StreamedSource
+    from calib_core.frames import StoredOutput, StoreWriter
     from calib_core.stages import get_stage
     from calib_core.stages.base import RawInput, StageContext
-    from calib_core.stages.common import preview_index
+    from calib_core.stages.common import stream_chain
 
     planet = _open(root, planet_id, max_frames)
     cfgs = {name: get_stage(name).Config() for name in STAGES}
     ctx = StageContext(planet=planet, instrument=instrument, stage_cfgs=cfgs, chunk_frames=chunk_frames)
     t0, c0 = time.perf_counter(), time.process_time()
-    source: Any = RawInput(planet, instrument)
-    streams = []
-    for name in STAGES[:-1]:
-        stream = get_stage(name).stream(source, cfgs[name], ctx)
-        source = StreamedSource(stream, source.iter_chunks(chunk_frames),
-                                preview_index=preview_index(stream.axis.read_kind, stream.n_frames))
-        streams.append(stream)
+    opened = stream_chain([(get_stage(name), cfgs[name], ctx) for name in STAGES[:-1]], RawInput(planet, instrument),
+                          chunk_frames)
+    source = opened[-1][1]
     with tempfile.TemporaryDirectory(prefix="bench-streamed-", dir=store_dir) as tmp:
         with StoreWriter(Path(tmp) / "cds") as writer:
             get_stage("cds").run(source, cfgs["cds"], ctx, writer)
             source.exhaust()
-            for name, stream in zip(STAGES, streams):
+            for name, (stream, _) in zip(STAGES, opened):
                 with StoreWriter(Path(tmp) / name) as small:
                     stream.finish(small)
                     small.commit({})

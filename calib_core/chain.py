@@ -44,7 +44,7 @@ from .frames import (StoredOutput, StoreWriter, StreamedSource, atomic_write_jso
 from .io.kaggle import CALIBRATION_NAMES, DataLayoutError
 from .stages import QCError, get_stage
 from .stages.base import Gate, RawInput, StageContext
-from .stages.common import preview_index
+from .stages.common import stream_chain
 
 __all__ = ["RunResult", "StageRecord", "run_chain", "resolve_planet", "PLANET_SCOPE_DIR", "write_depths_csv"]
 
@@ -307,16 +307,12 @@ class _Runner:
             for (n, k), hit in zip(members, hits):
                 self._use_cached(n, inst, k, hit)
             return hits[-1]
-        source = self._as_input(group[0][0], inp)
-        streamed = []
-        for stage_name, stage_key in group:
-            stream = get_stage(stage_name).stream(source, self.vc.stages[stage_name],
-                                                  self._ctx(stage_name, inst, planet))
+        opened = stream_chain([(get_stage(n), self.vc.stages[n], self._ctx(n, inst, planet)) for n, _ in group],
+                              self._as_input(group[0][0], inp), self.vc.runtime.chunk_frames)
+        for stage_name, _ in group:
             self._report(stage_name, inst, 0.0, f"streaming into {name}")
-            source = StreamedSource(stream, source.iter_chunks(self.vc.runtime.chunk_frames),
-                                    preview_index=preview_index(stream.axis.read_kind, stream.n_frames))
-            streamed.append((stage_name, stage_key, stream, source))
-        return self._run_and_commit(name, inst, source, key, planet, streamed)
+        streamed = [(n, k, stream, source) for (n, k), (stream, source) in zip(group, opened)]
+        return self._run_and_commit(name, inst, opened[-1][1], key, planet, streamed)
 
     def _run_and_commit(self, name: str, inst: str | None, inp: Any, key: str, planet,
                         streamed: list[tuple[str, str, Any, StreamedSource]]) -> StoredOutput:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
-from ..frames import FrameAxisMeta, FramePlane, FrameSource, StoredOutput, StoreWriter
+from ..frames import FrameAxisMeta, FramePlane, FrameSource, StoredOutput, StoreWriter, StreamedSource
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -30,6 +30,7 @@ __all__ = [
     "map_label",
     "release_pages",
     "run_stream",
+    "stream_chain",
     "usable_frame_means",
     "validate_map",
     "write_frame_meta",
@@ -279,6 +280,25 @@ def run_stream(stream: Any, chunks: Iterable[Any], writer: StoreWriter, ctx: Any
         release_pages(*release, frames=sl)
         ctx.report(sl.stop / n, f"{sl.stop}/{n} frames")
     return stream.finish(writer)
+
+
+def stream_chain(stages: Iterable[tuple[Any, Any, Any]], inp: Any, chunk_frames: int) -> list[tuple[Any, Any]]:
+    """Open ``(stage, cfg, ctx)`` in order as streams, each reading the previous one; nothing runs yet.
+
+    Returns ``[(stream, source)]``: each stage's :class:`calib_core.stages.base.FrameStream`
+    and the :class:`calib_core.frames.StreamedSource` of its output (which keeps
+    the :func:`preview_index` frame).  The last source is the input of the stage
+    that stores frames; the streams' ``finish`` is due once that stage has read
+    it and ``exhaust`` ran.
+    """
+    opened = []
+    source = inp
+    for stage, cfg, ctx in stages:
+        stream = stage.stream(source, cfg, ctx)
+        source = StreamedSource(stream, source.iter_chunks(chunk_frames),
+                                preview_index=preview_index(stream.axis.read_kind, stream.n_frames))
+        opened.append((stream, source))
+    return opened
 
 
 def preview_index(read_kind: np.ndarray, n_frames: int) -> int:
