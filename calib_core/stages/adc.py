@@ -32,11 +32,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
-from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
+from ..dq import DQ, DQ_DTYPE
 from ..frames import FrameAxisMeta, Frames, StoredOutput, StoreWriter
+from ..kernels import ADC_COUNTS, adc_convert, adc_finish
 from .base import FrameStream, Gate, RawInput, Stage, StageContext, gate
-from .common import (MAD_TO_SIGMA, N_DN_VALUES, DqTally, decimate, flag_nonfinite, frame_image, frame_tiles, map_label,
-                     preview_index, release_pages, run_stream, usable_frame_means, validate_map,
+from .common import (MAD_TO_SIGMA, N_DN_VALUES, DqTally, decimate, frame_image, map_label,
+                     preview_index, release_pages, run_stream, validate_map,
                      write_frame_meta)
 
 __all__ = [
@@ -354,24 +355,42 @@ def _histogram_plot(counts: Iterable[float], edges: Iterable[float], *, title: s
 
 @dataclass
 class _AdcSetup:
-    """Everything a chunk needs, resolved once per run."""
+    """Everything a chunk needs, resolved once per run (arrays laid out for the kernels)."""
 
     read_var: np.ndarray          #: (H, W) float32, e-^2 per read (plus the reference-offset estimate, once known)
-    coeffs: np.ndarray | None     #: (K, H, W) float32 linear_corr, or None
+    coeffs: np.ndarray            #: (K, H*W) float32 linear_corr, (0, H*W) without linearisation
     ref_cols: np.ndarray | None   #: (W,) bool reference columns, or None
+    ref_px: np.ndarray            #: (H*W,) bool pixels of the reference columns, (0,) without reference pixels
 
 
 class _AdcAccumulator:
-    """Counters and diagnostic accumulations of one ADC run."""
+    """Counters and diagnostic accumulations of one ADC run (arrays the kernels add into)."""
 
     def __init__(self, n_frames: int, diagnostics: bool):
         self.dq = DqTally()
         self.frame_mean = np.full(n_frames, np.nan) if diagnostics else None
-        self.dn_hist = np.zeros(N_DN_VALUES, np.int64) if diagnostics else None
+        self.dn_hist = np.zeros(N_DN_VALUES, np.int64)
+        self.hist_stride = HIST_FRAME_STRIDE if diagnostics else 0
         self.hist_frames = 0
-        self.n_zero = self.n_raw_saturated = self.n_raw_pixels = 0
-        self.n_nonlinear = self.n_clamped = self.n_nonfinite = 0
-        self.max_lin_correction = 0.0
+        self.counts = np.zeros(len(ADC_COUNTS), np.int64)     #: see :data:`calib_core.kernels.ADC_COUNTS`
+        self.max_corr = np.zeros(1)
+
+    def count(self, name: str) -> int:
+        return int(self.counts[ADC_COUNTS.index(name)])
+
+
+class _Limits:
+    """The finishing thresholds of a config as float32 kernel arguments."""
+
+    def __init__(self, cfg: "AdcConfig"):
+        f32 = np.float32
+        self.lo, self.hi = f32(cfg.linearization.valid_min_e), f32(cfg.linearization.valid_max_e)
+        self.full_well = f32(cfg.saturation.full_well_e)
+        self.clamp, self.cmin, self.cmax = bool(cfg.clamp.enabled), f32(cfg.clamp.min_e), f32(cfg.clamp.max_e)
+
+    def args(self, setup: "_AdcSetup") -> tuple:
+        return (setup.coeffs, self.lo, self.hi, self.full_well, self.clamp, self.cmin, self.cmax,
+                setup.read_var.reshape(-1), setup.ref_px)
 
 
 def _frame_axis(axis: Any, n: int, inst: str) -> FrameAxisMeta:
@@ -386,6 +405,18 @@ def _check_chunk_shape(raw: np.ndarray, frame_shape: tuple[int, ...], first: int
     if raw.shape[1:] != tuple(frame_shape):
         raise ValueError(f"adc: {inst} chunk at frame {first} has frame shape {raw.shape[1:]}, "
                          f"expected {tuple(frame_shape)}")
+
+
+def _convert(raw: np.ndarray, data: np.ndarray, var: np.ndarray, dq: np.ndarray, sl: slice, finish: bool,
+             gain: float, offset: float, cfg: "AdcConfig", limits: tuple, dropped: np.ndarray,
+             acc: _AdcAccumulator) -> None:
+    """:func:`calib_core.kernels.adc_convert` of one raw chunk (frames ``sl``) into ``data``/``var``/``dq``."""
+    n = len(raw)
+    frame_mean = acc.frame_mean[sl] if acc.frame_mean is not None else np.empty(0)
+    acc.hist_frames += adc_convert(raw.reshape(n, -1), np.float32(gain), np.float32(offset),
+                                   int(cfg.saturation.level_dn), finish, *limits, acc.hist_stride,
+                                   data.reshape(n, -1), var.reshape(n, -1), dq.reshape(n, -1), dropped[sl],
+                                   frame_mean, acc.counts, acc.max_corr, acc.dn_hist, acc.dq.hist)
 
 
 class _AdcStream(FrameStream):
@@ -408,23 +439,20 @@ class _AdcStream(FrameStream):
 
     def process(self, chunk: tuple[int, np.ndarray]) -> Frames:
         first, raw = chunk
-        raw = np.asarray(raw)
+        raw = np.ascontiguousarray(raw, np.uint16)
         if self.setup is None:
             self.frame_shape = tuple(raw.shape[1:])
             self.setup = AdcStage._setup(self.cfg, self.planet, self.inst, self.frame_shape)
             self.read_var = self.setup.read_var
+            self.limits = _Limits(self.cfg)
         else:
             _check_chunk_shape(raw, self.frame_shape, first, self.inst)
         sl = slice(first, first + len(raw))
-        dq, self.dropped[sl] = raw_dq(raw, level_dn=self.cfg.saturation.level_dn)
-        AdcStage._count_raw(raw, dq, self.dropped[sl], self.acc)
         data = np.empty(raw.shape, np.float32)
         var = np.empty(raw.shape, np.float32)
-        for t in frame_tiles(len(raw), raw.shape[1:]):
-            e = dn_to_electrons(raw[t], gain=self.gain, offset=self.offset)
-            data[t], var[t] = AdcStage._finish(e, dq[t], self.dropped[sl][t], first + t.start, self.setup, self.cfg,
-                                               self.acc)
-        self.acc.dq.add(dq)
+        dq = np.empty(raw.shape, DQ_DTYPE)
+        _convert(raw, data, var, dq, sl, True, self.gain, self.offset, self.cfg, self.limits.args(self.setup),
+                 self.dropped, self.acc)
         return Frames(data, var, dq, self.axis.take(sl), first)
 
     def finish(self, writer: StoreWriter) -> dict:
@@ -469,8 +497,9 @@ class AdcStage(Stage):
         dropped = np.zeros(n, bool)
         planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         setup: _AdcSetup | None = None
+        limits = _Limits(cfg)
         for first, raw in inp.iter_chunks(ctx.chunk_frames):
-            raw = np.asarray(raw)
+            raw = np.ascontiguousarray(raw, np.uint16)
             if planes is None:
                 frame_shape = raw.shape[1:]
                 setup = self._setup(cfg, planet, inst, frame_shape)
@@ -478,11 +507,9 @@ class AdcStage(Stage):
             else:
                 _check_chunk_shape(raw, planes[0].shape[1:], first, inst)
             sl = slice(first, first + len(raw))
-            dq, dropped[sl] = raw_dq(raw, level_dn=cfg.saturation.level_dn)
-            self._count_raw(raw, dq, dropped[sl], acc)
-            for t in frame_tiles(len(raw), raw.shape[1:]):
-                planes[0][first + t.start:first + t.stop] = dn_to_electrons(raw[t], gain=gain, offset=offset)
-            planes[2][sl] = dq
+            e, dq = np.empty(raw.shape, np.float32), np.empty(raw.shape, DQ_DTYPE)
+            _convert(raw, e, e, dq, sl, False, gain, offset, cfg, limits.args(setup), dropped, acc)
+            planes[0][sl], planes[2][sl] = e, dq
             release_pages(*planes, frames=sl)
             ctx.report(sl.stop / n * 0.5, f"{sl.stop}/{n} frames converted")
         if planes is None or setup is None:
@@ -494,10 +521,11 @@ class AdcStage(Stage):
             chunk, dq = np.array(planes[0][sl]), np.array(planes[2][sl])
             chunk -= offsets[sl, None, None].astype(np.float32)
             var = np.empty_like(chunk)
-            for t in frame_tiles(len(chunk), chunk.shape[1:]):
-                chunk[t], var[t] = self._finish(chunk[t], dq[t], dropped[sl][t], start + t.start, setup, cfg, acc)
+            k = len(chunk)
+            adc_finish(chunk.reshape(k, -1), dq.reshape(k, -1), dropped[sl], *limits.args(setup), var.reshape(k, -1),
+                       acc.frame_mean[sl] if acc.frame_mean is not None else np.empty(0), acc.counts, acc.max_corr,
+                       acc.dq.hist)
             planes[0][sl], planes[1][sl], planes[2][sl] = chunk, var, dq
-            acc.dq.add(dq)
             release_pages(*planes, frames=sl)
             ctx.report(0.5 + 0.5 * sl.stop / n, f"{sl.stop}/{n} frames corrected")
         write_frame_meta(writer, frame_axis, planes[0].shape[1:], getattr(axis, "wavelength_um", None))
@@ -512,15 +540,18 @@ class AdcStage(Stage):
         read = validate_map(cal.read, label=map_label(cal, inst, "read"), frame_shape=frame_shape,
                             check_shape=val.check_shape_compatibility, require_finite=val.require_finite_inputs)
         read_var = np.square(read.astype(np.float32))
-        coeffs = None
+        n_px = int(np.prod(frame_shape))
+        coeffs = np.zeros((0, n_px), np.float32)
         if cfg.linearization.method == "poly":
             coeffs = validate_map(cal.linear_corr, label=map_label(cal, inst, "linear_corr"),
                                   frame_shape=frame_shape, check_shape=val.check_shape_compatibility,
-                                  require_finite=val.require_finite_inputs, leading=True).astype(np.float32)
-        ref_cols = None
+                                  require_finite=val.require_finite_inputs, leading=True)
+            coeffs = np.ascontiguousarray(coeffs.reshape(len(coeffs), n_px), np.float32)
+        ref_cols, ref_px = None, np.zeros(0, bool)
         if cfg.reference_pixel.use:
             ref_cols = reference_columns(frame_shape[1], cfg.reference_pixel.border_px)
-        return _AdcSetup(read_var, coeffs, ref_cols)
+            ref_px = np.broadcast_to(ref_cols, frame_shape).reshape(-1).copy()
+        return _AdcSetup(np.ascontiguousarray(read_var), coeffs, ref_cols, ref_px)
 
     @staticmethod
     def _common_mode(data: np.ndarray, ref_cols: np.ndarray, read_kind: np.ndarray, dropped: np.ndarray,
@@ -567,86 +598,30 @@ class AdcStage(Stage):
         return common_mode_offsets(levels, read_kind, ~dropped), estimate_var
 
     @staticmethod
-    def _count_raw(raw: np.ndarray, dq: np.ndarray, dropped: np.ndarray, acc: _AdcAccumulator) -> None:
-        """Raw pile-up counts (from the raw dq bits) and the sampled raw-DN histogram."""
-        set_values = dq[dq != 0]
-        acc.n_raw_pixels += int((~dropped).sum()) * raw[0].size
-        acc.n_zero += int(np.count_nonzero(set_values & DQ.ADC_FLOOR))
-        acc.n_raw_saturated += int(np.count_nonzero(set_values & DQ.SATURATED))
-        if acc.dn_hist is not None:
-            live = np.flatnonzero(~dropped)
-            acc.hist_frames += live[::HIST_FRAME_STRIDE].size
-            acc.dn_hist += np.bincount(raw[live[::HIST_FRAME_STRIDE]].ravel(), minlength=N_DN_VALUES)
-
-    @staticmethod
-    def _finish(e: np.ndarray, dq: np.ndarray, dropped: np.ndarray, start: int, setup: _AdcSetup, cfg: AdcConfig,
-                acc: _AdcAccumulator) -> tuple[np.ndarray, np.ndarray]:
-        """Linearise, flag, clamp and compute the variance of one tile of frames (frame ``start`` onwards).
-
-        Returns the electrons and their variance; ``dq`` is updated in place.
-
-        Range tests run only when the tile's minimum/maximum say they can hit
-        (NaN or Inf make those non-finite, so they are caught too).
-        """
-        live = ~dropped
-        any_dropped = bool(dropped.any())
-        if setup.coeffs is not None:
-            lin = linearize(e, setup.coeffs)
-            lo, hi = cfg.linearization.valid_min_e, cfg.linearization.valid_max_e
-            e_min, e_max = float(e.min()), float(e.max())
-            if any_dropped or not (lo <= e_min and e_max <= hi):
-                outside = (e < lo) | (e > hi)
-                outside[dropped] = False
-                np.bitwise_or(dq, DQ_DTYPE(DQ.NONLINEAR), out=dq, where=outside)
-                acc.n_nonlinear += int(np.count_nonzero(outside))
-            if acc.frame_mean is not None:
-                usable = (dq & DO_NOT_USE_MASK) == 0
-                acc.max_lin_correction = max(acc.max_lin_correction,
-                                             float(np.max(np.abs(lin - e), where=usable, initial=0.0)))
-            e = lin
-        v_min, v_max = float(e.min()), float(e.max())
-        if not v_max < cfg.saturation.full_well_e:
-            np.bitwise_or(dq, DQ_DTYPE(DQ.SATURATED), out=dq, where=e >= cfg.saturation.full_well_e)
-        if setup.ref_cols is not None:
-            dq[:, :, setup.ref_cols] |= DQ_DTYPE(DQ.REFERENCE)
-        if cfg.clamp.enabled and not (cfg.clamp.min_e <= v_min and v_max <= cfg.clamp.max_e):
-            clipped = (e < cfg.clamp.min_e) | (e > cfg.clamp.max_e)
-            acc.n_clamped += int(np.count_nonzero(clipped[live]))
-            np.clip(e, cfg.clamp.min_e, cfg.clamp.max_e, out=e)
-        var = adc_variance(e, setup.read_var)
-        if any_dropped:
-            e[dropped] = np.nan
-            var[dropped] = np.nan
-        if any_dropped or not (np.isfinite(v_min) and np.isfinite(v_max)):
-            acc.n_nonfinite += flag_nonfinite(e, dq)
-        if acc.frame_mean is not None:
-            acc.frame_mean[start:start + len(e)] = usable_frame_means(e, dq)
-        return e, var
-
-    @staticmethod
     def _metrics(n: int, dropped: np.ndarray, gain: float, offset: float, source: str,
                  offsets: np.ndarray | None, axis: FrameAxisMeta, cfg: AdcConfig, acc: _AdcAccumulator) -> dict:
         n_dropped = int(dropped.sum())
         dq_counts = acc.dq.counts()
-        raw_px = max(acc.n_raw_pixels, 1)
+        c = acc.count
+        raw_px = max(c("n_raw_pixels"), 1)
         m: dict[str, Any] = {
-            "n_frames_in": n, "n_frames_out": n, "n_nonfinite": acc.n_nonfinite, "dq_counts": dq_counts,
+            "n_frames_in": n, "n_frames_out": n, "n_nonfinite": c("n_nonfinite"), "dq_counts": dq_counts,
             "gain": gain, "offset": offset, "conversion_source": source,
             "n_dropped_frames": n_dropped, "dropped_frame_frac": n_dropped / max(n, 1),
             "dropped_frames": np.flatnonzero(dropped).tolist(),
-            "n_adc_floor": acc.n_zero, "zero_frac": acc.n_zero / raw_px,
-            "n_raw_saturated": acc.n_raw_saturated, "saturated_frac": acc.n_raw_saturated / raw_px,
+            "n_adc_floor": c("n_zero"), "zero_frac": c("n_zero") / raw_px,
+            "n_raw_saturated": c("n_raw_saturated"), "saturated_frac": c("n_raw_saturated") / raw_px,
             "n_saturated": dq_counts["SATURATED"],
-            "n_nonlinear": acc.n_nonlinear, "nonlinear_frac": acc.n_nonlinear / raw_px,
-            "linearization": cfg.linearization.method, "max_linearity_correction_e": acc.max_lin_correction,
-            "n_clamped": acc.n_clamped,
+            "n_nonlinear": c("n_nonlinear"), "nonlinear_frac": c("n_nonlinear") / raw_px,
+            "linearization": cfg.linearization.method, "max_linearity_correction_e": float(acc.max_corr[0]),
+            "n_clamped": c("n_clamped"),
         }
         if offsets is not None:
             live = offsets[~dropped]
             m["reference_offset_std_e"] = float(np.std(live)) if live.size else 0.0
             m["reference_offset_curve"] = dict(zip(("time_s", "offset_e"),
                                                    decimate(axis.time_s, offsets, cfg.diagnostics.max_curve_points)))
-        if acc.dn_hist is not None:
+        if acc.frame_mean is not None:
             edges = np.unique(np.round(np.linspace(0, N_DN_VALUES, cfg.diagnostics.hist_bins + 1)).astype(np.int64))
             m["hist_counts"] = np.add.reduceat(acc.dn_hist, edges[:-1]).tolist()
             m["hist_edges"] = edges.tolist()

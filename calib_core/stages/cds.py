@@ -50,7 +50,9 @@ import numpy as np
 from ..config.base import IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE, dropped_frames
 from ..frames import FrameAxisMeta, FrameSource, StoredOutput, StoreWriter
-from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, decimate, flag_nonfinite, frame_image, input_read_var, release_pages)
+from ..kernels import FRAME_COUNTS, cds_pairs
+from .common import (MAD_TO_SIGMA, DqTally, copy_frame_meta, decimate, frame_image, input_read_var, raise_bad_input,
+                     release_pages)
 from .base import Gate, Stage, StageContext, gate
 
 __all__ = [
@@ -642,27 +644,33 @@ class CdsStage(Stage):
         needed_from = np.append(np.minimum.accumulate(lowest[::-1])[::-1], inp.n_frames)
         n_nonfinite = n_bad_input = 0
         gaps: list[tuple[np.ndarray, ...]] = []
+        shape = inp.frame_shape
+        read_var2 = np.ascontiguousarray((np.float32(2.0) * np.asarray(read_var, np.float32)).reshape(-1))
+        good_px = np.ascontiguousarray(static_good.reshape(-1))
+        gap_buf = np.empty((1 << 16, 2), np.int64)
         for start in range(0, m, ctx.chunk_frames):
             sl = slice(start, min(start + ctx.chunk_frames, m))
             has_first = plan.first_idx[sl] >= 0
             sig = inp.take(plan.signal_idx[sl])
             first = inp.take(np.where(has_first, plan.first_idx[sl], plan.signal_idx[sl]))
-            for frames in (sig, first):
-                n_bad_input += check_finite_input(frames, stage="cds", key=cfg.io.input_key,
-                                                  require=cfg.validation.require_finite_inputs)
-            ok = has_first & ~dropped_frames(sig.dq) & ~dropped_frames(first.dq)
-            data, var, dq = cds_difference(sig.data, sig.var, sig.dq, first.data, first.var, first.dq, read_var)
-            dq[~has_first] = sig.dq[~has_first]
-            data[~ok] = np.nan
-            var[~ok] = np.nan
-            dq[~ok] |= int(DQ.UNPAIRED)
-            n_nonfinite += flag_nonfinite(data, dq)
-            paired[sl] = ok
-            counted = static_good[None] & ok[:, None, None]
-            use = counted & ((dq & DO_NOT_USE_MASK) == 0)
-            row_flux[sl] = np.where(use, data, 0).sum(axis=2, dtype=np.float64)
-            t_rel, r_gap, c_gap = np.nonzero(counted & ~use)
-            gaps.append((start + t_rel, r_gap, c_gap))
+            k = sl.stop - sl.start
+            flat = [np.ascontiguousarray(a).reshape(k, -1) for a in (sig.data, sig.var, sig.dq,
+                                                                     first.data, first.var, first.dq)]
+            data = np.empty((k, *shape), np.float32)
+            var, dq = np.empty_like(data), np.empty(data.shape, DQ_DTYPE)
+            counts = np.zeros(len(FRAME_COUNTS), np.int64)
+            while True:
+                n_gap = cds_pairs(*flat, has_first, read_var2, good_px, shape[1], start, data.reshape(k, -1),
+                                  var.reshape(k, -1), dq.reshape(k, -1), paired[sl], row_flux[sl], counts, gap_buf)
+                if n_gap <= len(gap_buf):
+                    break
+                gap_buf = np.empty((n_gap, 2), np.int64)
+                counts[:] = 0
+            n_bad_input += raise_bad_input(counts, stage="cds", key=cfg.io.input_key,
+                                           require=cfg.validation.require_finite_inputs)
+            n_nonfinite += int(counts[FRAME_COUNTS.index("n_nonfinite")])
+            t_gap, px_gap = gap_buf[:n_gap].T
+            gaps.append((t_gap.copy(), *np.divmod(px_gap, shape[1])))
             data_p[sl], var_p[sl], dq_p[sl] = data, var, dq
             release_pages(data_p, var_p, dq_p, frames=sl)
             used = np.concatenate([plan.signal_idx[sl], plan.first_idx[sl][has_first]])

@@ -28,6 +28,7 @@ __all__ = [
     "frame_tiles",
     "input_read_var",
     "map_label",
+    "raise_bad_input",
     "release_pages",
     "run_stream",
     "stream_chain",
@@ -162,6 +163,21 @@ def check_finite_input(frames: Any, *, stage: str, key: str, require: bool) -> i
         first = int(frames.start + np.argmax(bad.reshape(len(data), -1).any(axis=1)))
         raise ValueError(f"{stage}: input '{key}' has {count} non-finite value(s) on usable pixels "
                          f"(first in frame {first}); validation.require_finite_inputs is true")
+    return count
+
+
+def raise_bad_input(counts: np.ndarray, *, stage: str, key: str, require: bool) -> int:
+    """The non-finite input count of a kernel (``counts[0]``, first frame ``counts[1]``); raise when ``require``.
+
+    Raises
+    ------
+    ValueError
+        Naming the stage, the input key, the count and the first frame concerned.
+    """
+    count = int(counts[0])
+    if count and require:
+        raise ValueError(f"{stage}: input '{key}' has {count} non-finite value(s) on usable pixels "
+                         f"(first in frame {int(counts[1])}); validation.require_finite_inputs is true")
     return count
 
 

@@ -25,10 +25,12 @@ import numpy as np
 from astropy.stats import sigma_clip
 
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
-from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
+from ..dq import DQ, DQ_DTYPE
 from ..frames import Frames, FrameSource, StoredOutput, StoreWriter
+from ..kernels import FRAME_COUNTS, dark_frames
 from .adc import resolve_conversion
-from .common import (DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, frame_tiles, input_read_var, map_label, preview_index, usable_frame_means, validate_map)
+from .common import (DqTally, copy_frame_meta, frame_image, input_read_var, map_label, preview_index,
+                     raise_bad_input, validate_map)
 from .base import FrameStream, Gate, StageContext, StreamStage, gate, hist_data
 
 __all__ = [
@@ -292,6 +294,13 @@ class _DarkStream(FrameStream):
         self.flag_hot = cfg.hot_pixels.action in ("flag", "flag_and_repair")
         self.repair = cfg.hot_pixels.enabled and cfg.hot_pixels.action in ("repair", "flag_and_repair")
         self.table = neighbour_table(self.hot, ~self.hot & ~self.dead)
+        w = shape[1]
+        self.dark_px = np.ascontiguousarray(self.dark.reshape(-1))
+        self.hot_bits = (self.hot.reshape(-1) & self.flag_hot).astype(DQ_DTYPE) * DQ_DTYPE(DQ.HOT)
+        table = self.table if self.repair else neighbour_table(np.zeros(shape, bool), self.hot)
+        self.repair_args = (np.ascontiguousarray(table.rows * w + table.cols, np.int64),
+                            np.ascontiguousarray(table.nbr_rows * w + table.nbr_cols, np.int64),
+                            np.ascontiguousarray(table.valid))
         self.read_var, self.read_var_source = input_read_var(inp, cal, inst)
         self.cfg, self.inp = cfg, inp
         self.n_frames, self.frame_shape, self.axis = inp.n_frames, shape, inp.axis
@@ -302,20 +311,20 @@ class _DarkStream(FrameStream):
 
     def process(self, chunk: Frames) -> Frames:
         cfg = self.cfg
-        self.n_bad_input += check_finite_input(chunk, stage="dark", key=cfg.io.input_key,
-                                               require=cfg.validation.require_finite_inputs)
-        data, var, dq = chunk.data, chunk.var, chunk.dq
-        for t in frame_tiles(len(data), self.frame_shape):
-            subtract_dark(data[t], self.dark, chunk.axis.exptime_s[t] if cfg.exposure.scale else None)
-        if self.flag_hot:
-            dq[:, self.hot] |= int(DQ.HOT)
-        if self.repair and len(self.table):
-            self.n_unrepaired += DarkStage._repair(data, var, dq, self.table)
-        self.n_nonfinite += flag_nonfinite(data, dq)
-        first = chunk.axis.read_kind == 0
-        self.first_read_levels.append(usable_frame_means(data[first], dq[first]))
-        self.tally.add(dq)
-        return chunk
+        n = len(chunk)
+        data, var, dq = (np.ascontiguousarray(a) for a in (chunk.data, chunk.var, chunk.dq))
+        counts = np.zeros(len(FRAME_COUNTS), np.int64)
+        first_read = np.asarray(chunk.axis.read_kind) == 0
+        means = np.empty(n)
+        exptime = np.asarray(chunk.axis.exptime_s, np.float32) if cfg.exposure.scale else np.empty(0, np.float32)
+        dark_frames(data.reshape(n, -1), var.reshape(n, -1), dq.reshape(n, -1), chunk.start, self.dark_px, exptime,
+                    self.hot_bits, *self.repair_args, first_read, means, counts, self.tally.hist)
+        self.n_bad_input += raise_bad_input(counts, stage="dark", key=cfg.io.input_key,
+                                            require=cfg.validation.require_finite_inputs)
+        self.n_nonfinite += int(counts[FRAME_COUNTS.index("n_nonfinite")])
+        self.n_unrepaired += int(counts[FRAME_COUNTS.index("n_unrepaired")])
+        self.first_read_levels.append(means[first_read])
+        return Frames(data, var, dq, chunk.axis, chunk.start)
 
     def finish(self, writer: StoreWriter) -> dict:
         cfg, dark, hot, dead = self.cfg, self.dark, self.hot, self.dead
@@ -383,25 +392,6 @@ class DarkStage(StreamStage):
                 gain, _, _ = resolve_conversion(adc_cfg.conversion if adc_cfg is not None else None, ctx.planet, inst)
                 dark = dark / gain
         return dark, label, units
-
-    @staticmethod
-    def _repair(data: np.ndarray, var: np.ndarray, dq: np.ndarray, table: NeighbourTable) -> int:
-        """Replace the table pixels by their neighbour medians (in place).
-
-        Returns the number of pixel-frames (dropped frames excluded) left unrepaired for lack of a
-        usable neighbour; those are flagged HOT whatever the action.
-        """
-        donors = (dq[:, table.nbr_rows, table.nbr_cols] & DO_NOT_USE_MASK) == 0
-        new_data, count = neighbour_median(data, table, donors)
-        new_var, _ = neighbour_median(var, table, donors)
-        ok = count > 0
-        rows, cols = table.rows, table.cols
-        live = (dq[:, rows, cols] & int(DQ.DROPPED)) == 0
-        data[:, rows, cols] = np.where(ok, new_data, data[:, rows, cols])
-        var[:, rows, cols] = np.where(ok, new_var, var[:, rows, cols])
-        flags = np.where(ok, DQ.REPAIRED, DQ.HOT).astype(DQ_DTYPE)
-        dq[:, rows, cols] |= flags
-        return int(np.count_nonzero(~ok & live))
 
     def gates(self, metrics: dict, cfg: DarkConfig) -> list[Gate]:
         qc = cfg.quality_checks

@@ -27,7 +27,9 @@ from scipy.interpolate import BSpline
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DQ, DQ_DTYPE
 from ..frames import Frames, FrameSource, StoredOutput, StoreWriter
-from .common import (MAD_TO_SIGMA, DqTally, check_finite_input, copy_frame_meta, flag_nonfinite, frame_image, input_read_var, map_label, preview_index, validate_map)
+from ..kernels import FRAME_COUNTS, flat_frames
+from .common import (MAD_TO_SIGMA, DqTally, copy_frame_meta, frame_image, input_read_var, map_label, preview_index,
+                     raise_bad_input, validate_map)
 from .base import FrameStream, Gate, StageContext, StreamStage, gate, hist_data
 
 __all__ = [
@@ -228,6 +230,11 @@ def prepare_flat(flat: np.ndarray, dead: np.ndarray, *, min_flat: float, renorma
     return PreparedFlat(applied, bad, good, None if field is None else field.astype(np.float32), norm)
 
 
+def _inverse(flat: np.ndarray) -> np.ndarray:
+    """``1 / flat`` computed in float64, as float32 (the factor every frame is multiplied by)."""
+    return (1.0 / np.asarray(flat, np.float64)).astype(np.float32)
+
+
 def apply_flat(data: np.ndarray, var: np.ndarray, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Divide frames by the flat and variances by its square, in place.
 
@@ -243,7 +250,7 @@ def apply_flat(data: np.ndarray, var: np.ndarray, flat: np.ndarray) -> tuple[np.
     tuple of ndarray
         ``(data / flat, var / flat**2)``.
     """
-    inv = (1.0 / np.asarray(flat, np.float64)).astype(np.float32)
+    inv = _inverse(flat)
     data *= inv
     var *= inv * inv
     return data, var
@@ -273,6 +280,9 @@ class _FlatStream(FrameStream):
             self.static |= self.dead.astype(DQ_DTYPE) * DQ_DTYPE(DQ.DEAD)
         read_var, self.read_var_source = input_read_var(inp, cal, inst)
         self.read_var = read_var / np.square(self.prep.applied)
+        self.inv = _inverse(self.prep.applied).reshape(-1)
+        self.inv2 = self.inv * self.inv
+        self.static_px = self.static.reshape(-1).copy()
         self.cfg, self.inp = cfg, inp
         self.n_frames, self.frame_shape, self.axis = inp.n_frames, shape, inp.axis
         self.wavelength_um = inp.output.meta.get("wavelength_um")
@@ -280,13 +290,15 @@ class _FlatStream(FrameStream):
         self.n_nonfinite = self.n_bad_input = 0
 
     def process(self, chunk: Frames) -> Frames:
-        self.n_bad_input += check_finite_input(chunk, stage="flat", key=self.cfg.io.input_key,
-                                               require=self.cfg.validation.require_finite_inputs)
-        apply_flat(chunk.data, chunk.var, self.prep.applied)
-        chunk.dq |= self.static
-        self.n_nonfinite += flag_nonfinite(chunk.data, chunk.dq)
-        self.tally.add(chunk.dq)
-        return chunk
+        n = len(chunk)
+        data, var, dq = (np.ascontiguousarray(a) for a in (chunk.data, chunk.var, chunk.dq))
+        counts = np.zeros(len(FRAME_COUNTS), np.int64)
+        flat_frames(data.reshape(n, -1), var.reshape(n, -1), dq.reshape(n, -1), chunk.start, self.inv, self.inv2,
+                    self.static_px, counts, self.tally.hist)
+        self.n_bad_input += raise_bad_input(counts, stage="flat", key=self.cfg.io.input_key,
+                                            require=self.cfg.validation.require_finite_inputs)
+        self.n_nonfinite += int(counts[FRAME_COUNTS.index("n_nonfinite")])
+        return Frames(data, var, dq, chunk.axis, chunk.start)
 
     def finish(self, writer: StoreWriter) -> dict:
         prep = self.prep
