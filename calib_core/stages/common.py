@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import mmap
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -25,7 +25,6 @@ __all__ = [
     "decimate",
     "flag_nonfinite",
     "frame_image",
-    "frame_tiles",
     "input_read_var",
     "map_label",
     "raise_bad_input",
@@ -41,18 +40,6 @@ __all__ = [
 MAD_TO_SIGMA = 1.4826
 #: number of values a uint16 can take (raw DN histogram and dq tally length)
 N_DN_VALUES = 1 << 16
-
-
-def frame_tiles(n_frames: int, frame_shape: tuple[int, ...], tile_elements: int = 1 << 18
-                ) -> Iterator[slice]:
-    """Consecutive frame slices of about ``tile_elements`` pixels (cache-sized working sets).
-
-    Elementwise kernels chained on a tile stay in the CPU cache, several times
-    faster than the same passes over a whole chunk.
-    """
-    step = max(1, tile_elements // max(1, int(np.prod(frame_shape))))
-    for start in range(0, n_frames, step):
-        yield slice(start, min(start + step, n_frames))
 
 
 class DqTally:
