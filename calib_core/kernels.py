@@ -22,7 +22,7 @@ from numba import njit
 
 from .dq import DO_NOT_USE_MASK, DQ
 
-__all__ = ["adc_convert", "adc_finish", "dark_frames", "flat_frames", "cds_pairs",
+__all__ = ["adc_convert", "adc_finish", "dark_frames", "flat_frames", "cds_pairs", "dq_tally",
            "ADC_COUNTS", "FRAME_COUNTS"]
 
 _DNU = DO_NOT_USE_MASK
@@ -109,7 +109,7 @@ def _finish_frame(data, dq, coeffs, lin, aux, lo, hi, full_well, do_clamp, cmin,
         dq[p] = bits
     if k_max >= 0:
         max_corr[0] = max(max_corr[0], _max_of(aux))
-    _tally(dq, dq_hist)
+    dq_tally(dq, dq_hist)
     counts[3] += n_nonlin
     counts[4] += n_clip
     counts[5] += n_bad
@@ -117,9 +117,9 @@ def _finish_frame(data, dq, coeffs, lin, aux, lo, hi, full_well, do_clamp, cmin,
     return total / n_good if n_good > 0 else np.nan
 
 
-@njit(nogil=True)
-def _tally(dq, dq_hist):
-    """Add one frame's dq values to a value histogram (zeros counted apart: most pixels are clean)."""
+@njit(cache=True, nogil=True)
+def dq_tally(dq, dq_hist):
+    """Add 1-D dq values to a value histogram (zeros counted apart: most pixels are clean)."""
     n_clean = 0
     for p in range(dq.shape[0]):
         if dq[p] == 0:
@@ -298,7 +298,7 @@ def dark_frames(data, var, dq, first, dark, exptime, hot_bits, rep_px, nbr_px, n
                 if (dq[i, p] & _DROPPED) == 0:
                     counts[3] += 1
         counts[2] += _flag_nonfinite(data[i], dq[i])
-        _tally(dq[i], dq_hist)
+        dq_tally(dq[i], dq_hist)
         if first_read[i]:
             total, n_good = _usable_sum(data[i], dq[i])
             frame_mean[i] = total / n_good if n_good > 0 else np.nan
@@ -328,7 +328,7 @@ def flat_frames(data, var, dq, first, inv, inv2, static, counts, dq_hist):
             dq[i, p] = bits | (_NONFINITE if bad else 0)
         _note_bad_input(n_bad, first + i, counts)
         counts[2] += n_nonfinite
-        _tally(dq[i], dq_hist)
+        dq_tally(dq[i], dq_hist)
 
 
 @njit(cache=True, nogil=True)

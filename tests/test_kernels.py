@@ -21,9 +21,7 @@ NPX = H * W
 
 
 def _tally(dq: np.ndarray) -> np.ndarray:
-    t = common.DqTally()
-    t.add(dq)
-    return t.hist
+    return np.bincount(np.asarray(dq, np.int64).ravel(), minlength=1 << 16)
 
 
 def _raw(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -272,3 +270,11 @@ def test_cds_pairs_equal_the_numpy_steps():
     np.testing.assert_array_equal(gaps[:n_gap, 0], gap_t + 10)
     np.testing.assert_array_equal(gaps[:n_gap, 1], gap_r * W + gap_c)
     assert counts[0] == 2 * n_bad and counts[2] == 2 * n_nonfinite    # counted by each of the two calls
+
+
+def test_dq_tally_counts_every_value():
+    """``DqTally.add`` (tested against ``count_bits`` with the ADC tests) runs this kernel."""
+    dq = np.random.default_rng(8).choice(np.array([0, 0, 0, 1, 6, 4096, 1032], DQ_DTYPE), size=(5, H, W))
+    hist = np.zeros(1 << 16, np.int64)
+    kernels.dq_tally(dq.reshape(-1), hist)
+    np.testing.assert_array_equal(hist, _tally(dq))

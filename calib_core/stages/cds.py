@@ -51,7 +51,7 @@ from ..config.base import IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE, dropped_frames
 from ..frames import FrameAxisMeta, FrameSource, StoredOutput, StoreWriter
 from ..kernels import FRAME_COUNTS, cds_pairs
-from .common import (MAD_TO_SIGMA, DqTally, copy_frame_meta, decimate, frame_image, input_read_var, raise_bad_input,
+from .common import (MAD_TO_SIGMA, DqTally, copy_frame_meta, decimate, frame_image, input_read_var, report_bad_input,
                      release_pages)
 from .base import Gate, Stage, StageContext, gate
 
@@ -666,7 +666,7 @@ class CdsStage(Stage):
                     break
                 gap_buf = np.empty((n_gap, 2), np.int64)
                 counts[:] = 0
-            n_bad_input += raise_bad_input(counts, stage="cds", key=cfg.io.input_key,
+            n_bad_input += report_bad_input(*counts[:2], stage="cds", key=cfg.io.input_key,
                                            require=cfg.validation.require_finite_inputs)
             n_nonfinite += int(counts[FRAME_COUNTS.index("n_nonfinite")])
             t_gap, px_gap = gap_buf[:n_gap].T

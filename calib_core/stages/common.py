@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
+from ..kernels import dq_tally
 from ..frames import FrameAxisMeta, FramePlane, FrameSource, StoredOutput, StoreWriter, StreamedSource
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
     "frame_image",
     "input_read_var",
     "map_label",
-    "raise_bad_input",
+    "report_bad_input",
     "release_pages",
     "run_stream",
     "stream_chain",
@@ -46,7 +47,8 @@ class DqTally:
     """Per-bit pixel counts accumulated chunk by chunk.
 
     ``counts()`` equals :func:`calib_core.dq.count_bits` of the concatenated
-    chunks, at the cost of one ``bincount`` per chunk.
+    chunks, at the cost of one pass over each chunk; the detector-stage kernels
+    add into ``hist`` directly.
     """
 
     def __init__(self) -> None:
@@ -54,10 +56,7 @@ class DqTally:
 
     def add(self, dq: np.ndarray) -> None:
         """Add the dq bits of one chunk."""
-        dq = np.asarray(dq, DQ_DTYPE)
-        set_values = dq[dq != 0]
-        self.hist += np.bincount(set_values, minlength=N_DN_VALUES)
-        self.hist[0] += dq.size - set_values.size
+        dq_tally(np.ascontiguousarray(dq, DQ_DTYPE).reshape(-1), self.hist)
 
     def counts(self) -> dict[str, int]:
         """Pixel-frames with each bit set, by bit name (zeros included)."""
@@ -145,26 +144,22 @@ def check_finite_input(frames: Any, *, stage: str, key: str, require: bool) -> i
     if finite.all():
         return 0
     bad = ~finite & ((dq & DO_NOT_USE_MASK) == 0)
-    count = int(np.count_nonzero(bad))
-    if count and require:
-        first = int(frames.start + np.argmax(bad.reshape(len(data), -1).any(axis=1)))
-        raise ValueError(f"{stage}: input '{key}' has {count} non-finite value(s) on usable pixels "
-                         f"(first in frame {first}); validation.require_finite_inputs is true")
-    return count
+    first = int(frames.start + np.argmax(bad.reshape(len(data), -1).any(axis=1)))
+    return report_bad_input(int(np.count_nonzero(bad)), first, stage=stage, key=key, require=require)
 
 
-def raise_bad_input(counts: np.ndarray, *, stage: str, key: str, require: bool) -> int:
-    """The non-finite input count of a kernel (``counts[0]``, first frame ``counts[1]``); raise when ``require``.
+def report_bad_input(count: int, first_frame: int, *, stage: str, key: str, require: bool) -> int:
+    """Return a count of non-finite input values on usable pixels; raise when there are some and ``require``.
 
     Raises
     ------
     ValueError
         Naming the stage, the input key, the count and the first frame concerned.
     """
-    count = int(counts[0])
+    count = int(count)
     if count and require:
         raise ValueError(f"{stage}: input '{key}' has {count} non-finite value(s) on usable pixels "
-                         f"(first in frame {int(counts[1])}); validation.require_finite_inputs is true")
+                         f"(first in frame {int(first_frame)}); validation.require_finite_inputs is true")
     return count
 
 

@@ -30,7 +30,7 @@ from ..frames import Frames, FrameSource, StoredOutput, StoreWriter
 from ..kernels import FRAME_COUNTS, dark_frames
 from .adc import resolve_conversion
 from .common import (DqTally, copy_frame_meta, frame_image, input_read_var, map_label, preview_index,
-                     raise_bad_input, validate_map)
+                     report_bad_input, validate_map)
 from .base import FrameStream, Gate, StageContext, StreamStage, gate, hist_data
 
 __all__ = [
@@ -297,10 +297,11 @@ class _DarkStream(FrameStream):
         w = shape[1]
         self.dark_px = np.ascontiguousarray(self.dark.reshape(-1))
         self.hot_bits = (self.hot.reshape(-1) & self.flag_hot).astype(DQ_DTYPE) * DQ_DTYPE(DQ.HOT)
-        table = self.table if self.repair else neighbour_table(np.zeros(shape, bool), self.hot)
-        self.repair_args = (np.ascontiguousarray(table.rows * w + table.cols, np.int64),
-                            np.ascontiguousarray(table.nbr_rows * w + table.nbr_cols, np.int64),
-                            np.ascontiguousarray(table.valid))
+        k = len(self.table) if self.repair else 0        # pixels the kernel repairs
+        table = self.table
+        self.repair_args = (np.ascontiguousarray(table.rows[:k] * w + table.cols[:k], np.int64),
+                            np.ascontiguousarray(table.nbr_rows[:k] * w + table.nbr_cols[:k], np.int64),
+                            np.ascontiguousarray(table.valid[:k]))
         self.read_var, self.read_var_source = input_read_var(inp, cal, inst)
         self.cfg, self.inp = cfg, inp
         self.n_frames, self.frame_shape, self.axis = inp.n_frames, shape, inp.axis
@@ -319,7 +320,7 @@ class _DarkStream(FrameStream):
         exptime = np.asarray(chunk.axis.exptime_s, np.float32) if cfg.exposure.scale else np.empty(0, np.float32)
         dark_frames(data.reshape(n, -1), var.reshape(n, -1), dq.reshape(n, -1), chunk.start, self.dark_px, exptime,
                     self.hot_bits, *self.repair_args, first_read, means, counts, self.tally.hist)
-        self.n_bad_input += raise_bad_input(counts, stage="dark", key=cfg.io.input_key,
+        self.n_bad_input += report_bad_input(*counts[:2], stage="dark", key=cfg.io.input_key,
                                             require=cfg.validation.require_finite_inputs)
         self.n_nonfinite += int(counts[FRAME_COUNTS.index("n_nonfinite")])
         self.n_unrepaired += int(counts[FRAME_COUNTS.index("n_unrepaired")])

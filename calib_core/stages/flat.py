@@ -29,7 +29,7 @@ from ..dq import DQ, DQ_DTYPE
 from ..frames import Frames, FrameSource, StoredOutput, StoreWriter
 from ..kernels import FRAME_COUNTS, flat_frames
 from .common import (MAD_TO_SIGMA, DqTally, copy_frame_meta, frame_image, input_read_var, map_label, preview_index,
-                     raise_bad_input, validate_map)
+                     report_bad_input, validate_map)
 from .base import FrameStream, Gate, StageContext, StreamStage, gate, hist_data
 
 __all__ = [
@@ -295,7 +295,7 @@ class _FlatStream(FrameStream):
         counts = np.zeros(len(FRAME_COUNTS), np.int64)
         flat_frames(data.reshape(n, -1), var.reshape(n, -1), dq.reshape(n, -1), chunk.start, self.inv, self.inv2,
                     self.static_px, counts, self.tally.hist)
-        self.n_bad_input += raise_bad_input(counts, stage="flat", key=self.cfg.io.input_key,
+        self.n_bad_input += report_bad_input(*counts[:2], stage="flat", key=self.cfg.io.input_key,
                                             require=self.cfg.validation.require_finite_inputs)
         self.n_nonfinite += int(counts[FRAME_COUNTS.index("n_nonfinite")])
         return Frames(data, var, dq, chunk.axis, chunk.start)
