@@ -28,6 +28,7 @@ import hashlib
 import inspect
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -188,9 +189,39 @@ def input_checksums(planet, instruments: list[str], cache_file: Path) -> dict[st
     return sums
 
 
+@functools.lru_cache(maxsize=None)
+def _code_modules(module_name: str) -> tuple[str, ...]:
+    """``module_name`` and every ``calib_core`` module it uses, directly or through another (sorted names).
+
+    A module is used when one of its globals is that module or was defined there
+    (functions, classes, compiled kernels), e.g. a stage, ``calib_core.kernels``,
+    ``calib_core.stages.common``.
+    """
+    seen: set[str] = set()
+    todo = [module_name]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for value in vars(sys.modules[name]).values():
+            dep = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+            if isinstance(dep, str) and dep.startswith("calib_core.") and dep in sys.modules and dep not in seen:
+                todo.append(dep)
+    return tuple(sorted(seen))
+
+
 def _code_hash(stage_obj: Any) -> str:
-    src = inspect.getsource(inspect.getmodule(stage_obj))
-    return hashlib.sha256(src.encode()).hexdigest()[:16]
+    """Hash of the source of a stage's module and of every ``calib_core`` module it uses.
+
+    Part of every cache key: a change to the stage, to a kernel or to a shared
+    helper invalidates the outputs computed with the old code.
+    """
+    h = hashlib.sha256()
+    for name in _code_modules(inspect.getmodule(stage_obj).__name__):
+        h.update(name.encode())
+        h.update(inspect.getsource(sys.modules[name]).encode())
+    return h.hexdigest()[:16]
 
 
 def _key(*parts: Any) -> str:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 
 import numpy as np
 import pytest
 
+from calib_core import chain
 from calib_core.chain import run_chain
 from calib_core.config import compose_config
 from calib_core.frames import load_output
-from calib_core.stages import QCError
+from calib_core.stages import QCError, get_stage
 
 
 def _cfg(demo_root, run_dir, *overrides, profile="calib/nominal"):
@@ -144,3 +146,21 @@ def test_every_seed_recipe_changes_the_run(recipe_base, demo_root, tmp_path, ove
         # out-of-transit baseline absorbs what a smooth continuum leaves, so depths cannot depend on it
         norm = np.asarray(result.output("trace", "AIRS-CH0").fields["trace_flux_norm"])
         np.testing.assert_allclose(norm, base_arrays["trace_norm"], rtol=1e-9, equal_nan=True)
+
+
+def test_code_hash_covers_the_kernels_and_shared_helpers_a_stage_uses(monkeypatch):
+    """Editing a kernel or a shared helper (not only the stage's own module) must invalidate cached outputs."""
+    adc = get_stage("adc")
+    used = chain._code_modules(type(adc).__module__)
+    assert {"calib_core.stages.adc", "calib_core.kernels", "calib_core.stages.common", "calib_core.dq"} <= set(used)
+    before = chain._code_hash(adc)
+    real = inspect.getsource
+
+    def edited(obj):
+        text = real(obj)
+        return text + "\n# edited\n" if getattr(obj, "__name__", "") == "calib_core.kernels" else text
+
+    monkeypatch.setattr(chain.inspect, "getsource", edited)
+    assert chain._code_hash(adc) != before
+    # a module the stage does not use leaves its key alone
+    assert "calib_core.stages.photometry" not in used
