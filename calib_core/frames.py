@@ -173,6 +173,17 @@ class FrameSource:
             self.axis.take(idx), int(idx[0]) if len(idx) else 0,
         )
 
+    def frame_blocks(self, indices: np.ndarray) -> tuple[list[tuple[np.ndarray, ...]], np.ndarray, np.ndarray]:
+        """Where the frames at ``indices`` are held, without copying them (see :meth:`StreamedSource.frame_blocks`).
+
+        One block: the stored planes themselves (memory maps), viewed as ``(n, H*W)``.
+        """
+        idx = np.asarray(indices, np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n_frames):
+            raise IndexError(f"frame index out of range for {self.n_frames} frames")
+        planes = tuple(np.asarray(a).reshape(self.n_frames, -1) for a in (self.data, self.var, self.dq))
+        return [planes], np.zeros(idx.size, np.int64), idx
+
     def iter_chunks(self, chunk_frames: int) -> Iterator[Frames]:
         for start in range(0, self.n_frames, chunk_frames):
             yield self.read(start, min(start + chunk_frames, self.n_frames))
@@ -264,11 +275,10 @@ class StreamedSource:
             self._floor = chunk.start + len(chunk)
             yield chunk
 
-    def take(self, indices: np.ndarray) -> Frames:
-        """Frames at ``indices`` (any order), pulling upstream chunks as far as needed."""
-        idx = np.asarray(indices, np.int64)
+    def _fill_to(self, idx: np.ndarray, what: str) -> None:
+        """Check ``idx`` is still readable and pull upstream chunks until all of it is buffered."""
         if idx.size == 0:
-            raise ValueError("streamed input: take() of no frames")
+            raise ValueError(f"streamed input: {what} of no frames")
         lo, hi = int(idx.min()), int(idx.max())
         if lo < self._floor:
             raise RuntimeError(f"streamed input: frame {lo} was already discarded (frames before "
@@ -278,6 +288,28 @@ class StreamedSource:
         while self._next <= hi:
             if not self._pull():
                 raise RuntimeError(f"streamed input ended at frame {self._next}, frame {hi} was asked for")
+
+    def frame_blocks(self, indices: np.ndarray) -> tuple[list[tuple[np.ndarray, ...]], np.ndarray, np.ndarray]:
+        """Where the frames at ``indices`` are held, without copying them.
+
+        Returns
+        -------
+        blocks : list of (data, var, dq)
+            The buffered chunks' planes viewed as ``(n, H*W)``.
+        block, row : ndarray of int64
+            For each index, its block and its row in that block.
+        """
+        idx = np.asarray(indices, np.int64)
+        self._fill_to(idx, "frame_blocks()")
+        starts = np.array([chunk.start for chunk in self._buf], np.int64)
+        block = np.searchsorted(starts, idx, side="right") - 1
+        blocks = [tuple(a.reshape(len(chunk), -1) for a in (chunk.data, chunk.var, chunk.dq)) for chunk in self._buf]
+        return blocks, block, idx - starts[block]
+
+    def take(self, indices: np.ndarray) -> Frames:
+        """Frames at ``indices`` (any order), pulling upstream chunks as far as needed."""
+        idx = np.asarray(indices, np.int64)
+        self._fill_to(idx, "take()")
         first = self._buf[0]
         data = np.empty((idx.size, *first.data.shape[1:]), first.data.dtype)
         var = np.empty_like(data)

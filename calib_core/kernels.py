@@ -332,9 +332,12 @@ def flat_frames(data, var, dq, first, inv, inv2, static, counts, dq_hist):
 
 
 @njit(cache=True, nogil=True)
-def cds_pairs(sig_data, sig_var, sig_dq, first_data, first_var, first_dq, has_first, read_var2, static_good, width,
-              first_out, data, var, dq, paired, row_flux, counts, gaps):
-    """Correlated double sampling of read pairs ``j`` (signal and first reads given frame by frame).
+def cds_pairs(sig_data, sig_var, sig_dq, sig_rows, first_data, first_var, first_dq, first_rows, has_first, read_var2,
+              static_good, width, first_out, data, var, dq, paired, row_flux, counts, gaps):
+    """Correlated double sampling of read pairs ``j``: signal read ``sig_*[sig_rows[j]]``, first ``first_*[first_rows[j]]``.
+
+    The reads are taken where they are held (a buffered chunk, a memory map), by
+    row, so no gathered copy of the frames is ever made.
 
     ``data = signal - first``, ``var = max(signal_var - first_var, 0) + read_var2``,
     ``dq = signal | first`` (without a first read, ``has_first[j]`` False: the
@@ -351,14 +354,15 @@ def cds_pairs(sig_data, sig_var, sig_dq, first_data, first_var, first_dq, has_fi
     n_gap = 0
     nan = np.float32(np.nan)
     for j in range(m):
-        ok = has_first[j] and not _is_dropped(sig_dq[j]) and not _is_dropped(first_dq[j])
+        js, jf = sig_rows[j], first_rows[j]
+        ok = has_first[j] and not _is_dropped(sig_dq[js]) and not _is_dropped(first_dq[jf])
         paired[j] = ok
         keep_first = np.int64(-1) if has_first[j] else np.int64(0)
         unpaired = 0 if ok else _UNPAIRED
         n_bad = n_nonfinite = n_unusable = 0
         for p in range(npx):
-            sb, fb = np.int64(sig_dq[j, p]), np.int64(first_dq[j, p])
-            s, f = sig_data[j, p], first_data[j, p]
+            sb, fb = np.int64(sig_dq[js, p]), np.int64(first_dq[jf, p])
+            s, f = sig_data[js, p], first_data[jf, p]
             n_bad += (((sb & _DNU) == 0) & ~np.isfinite(s)) + (((fb & _DNU) == 0) & ~np.isfinite(f))
             x = s - f if ok else nan
             bits = sb | (fb & keep_first) | unpaired
@@ -367,7 +371,7 @@ def cds_pairs(sig_data, sig_var, sig_dq, first_data, first_var, first_dq, has_fi
             n_nonfinite += bad
             n_unusable += static_good[p] & ((bits & _DNU) != 0)
             data[j, p] = x
-            var[j, p] = _not_negative(sig_var[j, p] - first_var[j, p]) + read_var2[p] if ok else nan
+            var[j, p] = _not_negative(sig_var[js, p] - first_var[jf, p]) + read_var2[p] if ok else nan
             dq[j, p] = bits
         _note_bad_input(n_bad, first_out + j, counts)
         counts[2] += n_nonfinite

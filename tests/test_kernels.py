@@ -253,14 +253,19 @@ def test_cds_pairs_equal_the_numpy_steps():
     n_bad = sum(int((~np.isfinite(a) & ((b & DO_NOT_USE_MASK) == 0)).sum())
                 for a, b in ((sig_d, sig_q), (first_d, first_q)))
 
-    flat = [a.reshape(m, -1) for a in (sig_d, sig_v, sig_q, first_d, first_v, first_q)]
+    # both reads of every pair taken by row from one block holding them in scrambled order
+    order = rng.permutation(2 * m)
+    block = [np.concatenate([s, f])[order].reshape(2 * m, -1)
+             for s, f in ((sig_d, first_d), (sig_v, first_v), (sig_q, first_q))]
+    where = np.argsort(order)
+    sig_rows, first_rows = where[:m], where[m:]
     k_d, k_v = np.empty((m, NPX), np.float32), np.empty((m, NPX), np.float32)
     k_q, paired, k_flux = np.empty((m, NPX), DQ_DTYPE), np.zeros(m, bool), np.zeros((m, H))
     counts = np.zeros(len(kernels.FRAME_COUNTS), np.int64)
     for room in (0, 64):                         # too small a gap array first: the count says how many
         gaps = np.empty((room, 2), np.int64)
-        n_gap = kernels.cds_pairs(*flat, has_first, 2 * read_var.reshape(-1), static_good.reshape(-1), W, 10,
-                                  k_d, k_v, k_q, paired, k_flux, counts, gaps)
+        n_gap = kernels.cds_pairs(*block, sig_rows, *block, first_rows, has_first, 2 * read_var.reshape(-1),
+                                  static_good.reshape(-1), W, 10, k_d, k_v, k_q, paired, k_flux, counts, gaps)
         assert n_gap == gap_t.size > 0
     np.testing.assert_array_equal(paired, ok)
     np.testing.assert_array_equal(k_q.reshape(q.shape), q)

@@ -144,7 +144,14 @@ def test_streamed_source_serves_frames_in_order_and_refuses_discarded_ones():
     assert src.frame_shape == (2, 3) and src.n_frames == 23
     np.testing.assert_array_equal(src.take(np.array([3, 9, 4])).data, 2 * cube[[3, 9, 4]])   # across chunks
     np.testing.assert_array_equal(src.read(8, 14).data, 2 * cube[8:14])
+    idx = np.array([17, 8, 9, 16, 10])                                                  # held in three chunks
+    blocks, block, row = src.frame_blocks(idx)
+    assert len(set(block.tolist())) == 3
+    got = np.stack([blocks[b][0][r] for b, r in zip(block, row)]).reshape(len(idx), 2, 3)
+    np.testing.assert_array_equal(got, 2 * cube[idx])
     src.discard_before(10)
+    with pytest.raises(RuntimeError, match="frame 9 was already discarded"):
+        src.frame_blocks(np.array([9, 11]))
     with pytest.raises(RuntimeError, match="frame 9 was already discarded"):
         src.take(np.array([9, 11]))
     with pytest.raises(IndexError):

@@ -648,30 +648,37 @@ class CdsStage(Stage):
         read_var2 = np.ascontiguousarray((np.float32(2.0) * np.asarray(read_var, np.float32)).reshape(-1))
         good_px = np.ascontiguousarray(static_good.reshape(-1))
         gap_buf = np.empty((1 << 16, 2), np.int64)
+        rows = min(ctx.chunk_frames, m)      # output buffers reused by every chunk
+        out_d, out_v = np.empty((rows, good_px.size), np.float32), np.empty((rows, good_px.size), np.float32)
+        out_q = np.empty((rows, good_px.size), DQ_DTYPE)
         for start in range(0, m, ctx.chunk_frames):
             sl = slice(start, min(start + ctx.chunk_frames, m))
-            has_first = plan.first_idx[sl] >= 0
-            sig = inp.take(plan.signal_idx[sl])
-            first = inp.take(np.where(has_first, plan.first_idx[sl], plan.signal_idx[sl]))
             k = sl.stop - sl.start
-            flat = [np.ascontiguousarray(a).reshape(k, -1) for a in (sig.data, sig.var, sig.dq,
-                                                                     first.data, first.var, first.dq)]
-            data = np.empty((k, *shape), np.float32)
-            var, dq = np.empty_like(data), np.empty(data.shape, DQ_DTYPE)
-            counts = np.zeros(len(FRAME_COUNTS), np.int64)
+            has_first = plan.first_idx[sl] >= 0
+            sig_idx = plan.signal_idx[sl]
+            blocks, block, row = inp.frame_blocks(np.concatenate([sig_idx, np.where(has_first, plan.first_idx[sl],
+                                                                                   sig_idx)]))
+            # runs of pairs whose two reads sit in the same two blocks: one kernel call each, no gathered copy
+            sb, fb, sr, fr = block[:k], block[k:], row[:k], row[k:]
+            cuts = [0, *(np.flatnonzero((sb[1:] != sb[:-1]) | (fb[1:] != fb[:-1])) + 1).tolist(), k]
+            data, var, dq = out_d[:k], out_v[:k], out_q[:k]
             while True:
-                n_gap = cds_pairs(*flat, has_first, read_var2, good_px, shape[1], start, data.reshape(k, -1),
-                                  var.reshape(k, -1), dq.reshape(k, -1), paired[sl], row_flux[sl], counts, gap_buf)
+                counts = np.zeros(len(FRAME_COUNTS), np.int64)
+                n_gap = 0
+                for a, b in zip(cuts[:-1], cuts[1:]):
+                    n_gap += cds_pairs(*blocks[sb[a]], sr[a:b], *blocks[fb[a]], fr[a:b], has_first[a:b], read_var2,
+                                       good_px, shape[1], start + a, data[a:b], var[a:b], dq[a:b],
+                                       paired[start + a:start + b], row_flux[start + a:start + b], counts,
+                                       gap_buf[min(n_gap, len(gap_buf)):])
                 if n_gap <= len(gap_buf):
                     break
                 gap_buf = np.empty((n_gap, 2), np.int64)
-                counts[:] = 0
             n_bad_input += report_bad_input(*counts[:2], stage="cds", key=cfg.io.input_key,
                                            require=cfg.validation.require_finite_inputs)
             n_nonfinite += int(counts[FRAME_COUNTS.index("n_nonfinite")])
             t_gap, px_gap = gap_buf[:n_gap].T
             gaps.append((t_gap.copy(), *np.divmod(px_gap, shape[1])))
-            data_p[sl], var_p[sl], dq_p[sl] = data, var, dq
+            data_p[sl], var_p[sl], dq_p[sl] = (a.reshape(k, *shape) for a in (data, var, dq))
             release_pages(data_p, var_p, dq_p, frames=sl)
             used = np.concatenate([plan.signal_idx[sl], plan.first_idx[sl][has_first]])
             release_pages(inp.data, inp.var, inp.dq, frames=slice(int(used.min()), int(used.max()) + 1))
