@@ -426,6 +426,29 @@ class FramePlane:
             return
         self._mapped()[key] = value
 
+    def read_into(self, start: int, out: np.ndarray) -> np.ndarray:
+        """Copy frames ``start:start + len(out)`` into ``out`` (C-contiguous, this dtype); return ``out``.
+
+        One ``pread`` from the page cache: no page of the file gets mapped, so a
+        pass that re-reads the plane chunk by chunk into one buffer costs a copy,
+        not a page fault per 4 KiB.
+        """
+        stop = start + len(out)
+        if not 0 <= start <= stop <= self.shape[0] or out.shape[1:] != self.shape[1:] or out.dtype != self.dtype:
+            raise ValueError(f"{self.path.name}: cannot read frames {start}:{stop} of {self.shape} {self.dtype} "
+                             f"into {out.shape} {out.dtype}")
+        if self._fd is None or not hasattr(os, "preadv") or not out.flags.c_contiguous:
+            out[...] = self._mapped()[start:stop]
+            return out
+        view = memoryview(out).cast("B")
+        pos, done = self.offset + start * self.frame_bytes, 0
+        while done < len(view):
+            got = os.preadv(self._fd, [view[done:]], pos + done)
+            if got <= 0:
+                raise OSError(f"{self.path}: short read at byte {pos + done}")
+            done += got
+        return out
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = np.array(self._mapped())
         return arr if dtype is None else arr.astype(dtype)
@@ -436,9 +459,14 @@ class FramePlane:
         return self._map
 
     def close(self) -> None:
-        """Flush and close both views (the file stays)."""
+        """Close both views (the file stays).
+
+        No ``msync``: both views write into the page cache, which every later
+        reader of the file sees (the commit's rename is what makes an output
+        visible).  Syncing the map would force the whole plane -- the pwritten
+        frames too -- out to disk before the stage could go on.
+        """
         if self._map is not None:
-            self._map.flush()
             self._map = None
         if self._fd is not None:
             os.close(self._fd)

@@ -22,7 +22,7 @@ from numba import njit
 
 from .dq import DO_NOT_USE_MASK, DQ
 
-__all__ = ["adc_convert", "adc_finish", "dark_frames", "flat_frames", "cds_pairs", "dq_tally",
+__all__ = ["adc_convert", "adc_finish", "dark_frames", "flat_frames", "cds_pairs", "cosmic_ray_hits", "dq_tally",
            "ADC_COUNTS", "FRAME_COUNTS"]
 
 _DNU = DO_NOT_USE_MASK
@@ -401,3 +401,80 @@ def _is_dropped(dq):
         if (dq[p] & _DROPPED) == 0:
             return False
     return True
+
+
+@njit
+def _row_of(t, offset, n):
+    """Row ``t + offset`` clipped to ``0..n-1`` (series edges extended with the nearest value)."""
+    return min(max(t + offset, 0), n - 1)
+
+
+@njit(cache=True, nogil=True)
+def cosmic_ray_hits(data, var, dq, lo, hi, level, var_level, threshold, half, filled, usable,
+                    hit_t, hit_p, hit_data, hit_var, hit_old):
+    """Temporal spikes of rows ``lo:hi`` of a CDS series (rows ``0:n``: those and their halo).
+
+    The test of :func:`calib_core.stages.cds.detect_cosmic_rays` given its
+    per-pixel statistics: unusable values (DO_NOT_USE, non-finite) stand in as
+    the pixel's ``level`` (``filled``, ``usable``: scratch arrays of the series'
+    shape); a usable value is a hit when it departs from the median of the
+    ``half`` values before it and from that of the ``half`` values after it, in
+    the same direction, by more than ``threshold`` (the first row uses its
+    later side for both, the last row its earlier side).  Row by row, a cheap
+    bound -- a side's median lies within its minimum and maximum, computed in
+    vectorised passes over the pixels -- leaves only a few candidates whose
+    medians are evaluated.  Each hit's time, pixel, replacement (median of its
+    ``2 * half`` neighbours), replacement variance (median of their variances,
+    ``var_level`` for unusable ones) and old value go to the ``hit_*`` arrays.
+    Returns the number of hits (when it exceeds their length, the caller
+    repeats with more room).
+    """
+    n, npx = data.shape
+    for t in range(n):
+        for p in range(npx):
+            x = data[t, p]
+            ok = ((np.int64(dq[t, p]) & _DNU) == 0) & np.isfinite(x)
+            usable[t, p] = ok
+            filled[t, p] = x if ok else level[p]
+    bounds = np.empty((4, npx), np.float32)          # min, max of the earlier side; min, max of the later side
+    rows = np.empty(2 * half, np.int64)
+    vals = np.empty(2 * half, np.float32)
+    n_hit = 0
+    for t in range(lo, hi):
+        l_side = 1 if t == 0 else -1                 # the first row has no earlier values
+        r_side = l_side if t == n - 1 else 1         # the last row has no later ones
+        for k in range(half):
+            rows[k] = _row_of(t, l_side * (k + 1), n)
+            rows[half + k] = _row_of(t, r_side * (k + 1), n)
+        for s in range(2):
+            first = filled[rows[s * half]]
+            for p in range(npx):
+                bounds[2 * s, p] = first[p]
+                bounds[2 * s + 1, p] = first[p]
+            for k in range(1, half):
+                row = filled[rows[s * half + k]]
+                for p in range(npx):
+                    bounds[2 * s, p] = min(bounds[2 * s, p], row[p])
+                    bounds[2 * s + 1, p] = max(bounds[2 * s + 1, p], row[p])
+        for p in range(npx):
+            x, thr = filled[t, p], threshold[p]
+            maybe = usable[t, p] & (((x - bounds[0, p] > thr) & (x - bounds[2, p] > thr))
+                                    | ((x - bounds[1, p] < -thr) & (x - bounds[3, p] < -thr)))
+            if not maybe:
+                continue
+            for k in range(2 * half):
+                vals[k] = filled[rows[k], p]
+            med_l, med_r = _median_of(vals[:half], half), _median_of(vals[half:], half)
+            if not ((x - max(med_l, med_r) > thr) | (x - min(med_l, med_r) < -thr)):
+                continue
+            if n_hit < hit_t.shape[0]:
+                for k in range(2 * half):
+                    vals[k] = filled[_row_of(t, k - half + (k >= half), n), p]
+                hit_data[n_hit] = _median_of(vals, 2 * half)
+                for k in range(2 * half):
+                    u = _row_of(t, k - half + (k >= half), n)
+                    vals[k] = var[u, p] if usable[u, p] else var_level[p]
+                hit_var[n_hit] = _median_of(vals, 2 * half)
+                hit_t[n_hit], hit_p[n_hit], hit_old[n_hit] = t, p, x
+            n_hit += 1
+    return n_hit

@@ -283,3 +283,37 @@ def test_dq_tally_counts_every_value():
     hist = np.zeros(1 << 16, np.int64)
     kernels.dq_tally(dq.reshape(-1), hist)
     np.testing.assert_array_equal(hist, _tally(dq))
+
+
+@pytest.mark.parametrize("window", [3, 5, 7, 9])
+@pytest.mark.parametrize("core", [slice(0, 60), slice(4, 30), slice(30, 60)])
+def test_cosmic_ray_hits_equal_detect_cosmic_rays(window, core):
+    """Hits, replacements and old values of the kernel = the NumPy test, edges, halo and odd/even halves included."""
+    rng = np.random.default_rng(window)
+    n, m = 60, 40
+    var = rng.uniform(300.0, 3000.0, (n, m)).astype(np.float32)
+    x = (rng.uniform(100.0, 5e4, m)[None] + rng.normal(size=(n, m)) * np.sqrt(var)).astype(np.float32)
+    t_cr, p_cr = rng.integers(0, n, 50), rng.integers(0, m, 50)
+    x[t_cr, p_cr] += rng.choice([-1.0, 1.0], 50) * rng.uniform(20, 200, 50) * np.sqrt(var[t_cr, p_cr])
+    x[[0, n - 1], 5] += 5e3                                          # hits on the first and last row
+    dq = np.zeros((n, m), DQ_DTYPE)
+    dq[rng.integers(0, n, 80), rng.integers(0, m, 80)] = DQ.SATURATED
+    dq[:, 7] = DQ.DEAD                                               # a pixel never usable
+    x[3, 9] = np.nan                                                 # non-finite and not flagged
+    usable = ((dq & DO_NOT_USE_MASK) == 0) & np.isfinite(x)
+    stats = cds.pixel_stats(x, usable, var, window=window)
+    stats.scale[11] = 0.0                                            # a pixel that is never tested
+    want = cds.detect_cosmic_rays(x, usable, var, window=window, sigma=6.0, stats=stats, core=core)
+    assert want.times.size > 10
+
+    threshold = cds.spike_threshold(stats, 6.0)
+    scratch = np.empty((n, m), np.float32), np.empty((n, m), bool)
+    for room in (0, want.times.size):                                # too little room first: the count says how many
+        hits = [np.empty(room, np.int64), np.empty(room, np.int64), *(np.empty(room, np.float32) for _ in range(3))]
+        n_hit = kernels.cosmic_ray_hits(x, var, dq, core.start, core.stop, stats.level, stats.var_level, threshold,
+                                        window // 2, *scratch, *hits)
+        assert n_hit == want.times.size
+    np.testing.assert_array_equal(scratch[1], usable)
+    order = np.lexsort((want.pixels, want.times))                     # the kernel goes time by time, pixel by pixel
+    for got, ref in zip(hits, (want.times, want.pixels, want.data, want.var, x[want.times, want.pixels])):
+        np.testing.assert_array_equal(got, ref[order])

@@ -49,8 +49,8 @@ import numpy as np
 
 from ..config.base import IOConfig, QualityChecks, StageConfig, opt
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE, dropped_frames
-from ..frames import FrameAxisMeta, FrameSource, StoredOutput, StoreWriter
-from ..kernels import FRAME_COUNTS, cds_pairs
+from ..frames import FrameAxisMeta, FramePlane, FrameSource, StoredOutput, StoreWriter
+from ..kernels import FRAME_COUNTS, cds_pairs, cosmic_ray_hits
 from .common import (MAD_TO_SIGMA, DqTally, copy_frame_meta, decimate, frame_image, input_read_var, report_bad_input,
                      release_pages)
 from .base import Gate, Stage, StageContext, gate
@@ -59,7 +59,7 @@ __all__ = [
     "CdsConfig", "CdsQC", "PairingConfig", "RobustConfig", "TemporalFilterConfig", "PairingIntegrityQC",
     "pair_reads", "dropped_frames", "cds_difference", "median_network", "network_median", "window_median",
     "side_medians", "neighbour_offsets", "spike_mask", "masked_median", "CosmicRays", "PixelStats", "robust_scale",
-    "pixel_stats", "sample_times", "detect_cosmic_rays", "temporal_outliers",
+    "pixel_stats", "sample_times", "detect_cosmic_rays", "spike_threshold", "temporal_outliers",
     "CdsStage", "STAGE",
 ]
 
@@ -438,6 +438,11 @@ def sample_times(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, SCALE_SAMPLES)).astype(np.int64))
 
 
+def spike_threshold(stats: PixelStats, sigma: float) -> np.ndarray:
+    """Per-pixel departure (float32, e-) that makes a cosmic-ray hit: ``sigma`` robust scatters (inf: never)."""
+    return np.where(stats.scale > 0, sigma * stats.scale, np.inf).astype(np.float32)
+
+
 def detect_cosmic_rays(x: np.ndarray, usable: np.ndarray, var: np.ndarray, *, window: int = 7, sigma: float = 8.0,
                        stats: PixelStats | None = None, core: slice = slice(None)) -> CosmicRays:
     """Per-pixel temporal spikes against the neighbours in time and a robust scatter.
@@ -479,7 +484,7 @@ def detect_cosmic_rays(x: np.ndarray, usable: np.ndarray, var: np.ndarray, *, wi
     h = window // 2
     stats = pixel_stats(x, usable, var, window=window) if stats is None else stats
     filled = np.where(usable, x, stats.level[None])
-    threshold = np.where(stats.scale > 0, sigma * stats.scale, np.inf).astype(np.float32)
+    threshold = spike_threshold(stats, sigma)
     lo, hi, _ = core.indices(n)
     hits = np.zeros((hi - lo, m), bool)
     step = max(1, TILE_ELEMENTS // (n + 2 * h))
@@ -546,6 +551,14 @@ class _CdsPlan:
     signal_idx: np.ndarray      #: (m,) signal-read index of each output frame
     first_idx: np.ndarray       #: (m,) first-read index, -1 when unpaired
     orphans: np.ndarray         #: first reads used by no pair
+
+
+def _read_frames(plane: FramePlane | np.ndarray, start: int, out: np.ndarray) -> np.ndarray:
+    """Frames ``start:start + len(out)`` of a written plane copied into the buffer ``out``."""
+    if isinstance(plane, FramePlane):
+        return plane.read_into(start, out)
+    out[...] = plane[start:start + len(out)]
+    return out
 
 
 def _plan(axis: FrameAxisMeta, cfg: PairingConfig) -> _CdsPlan:
@@ -692,24 +705,37 @@ class CdsStage(Stage):
                      stats: PixelStats, static_good: np.ndarray, row_flux: np.ndarray, cr_map: np.ndarray) -> None:
         """Second pass over the written frames in time chunks with a halo (``stats`` from sampled frames).
 
-        Replacements are applied after the whole pass, so every chunk is tested
-        on the original values and the result does not depend on the chunk size.
+        Each chunk is read back into reused buffers and tested by the
+        :func:`calib_core.kernels.cosmic_ray_hits` kernel (the compiled
+        :func:`detect_cosmic_rays`).  Replacements are applied after the whole
+        pass, so every chunk is tested on the original values and the result
+        does not depend on the chunk size.
         """
         data_p, var_p, dq_p = planes
         m, w = len(data_p), data_p.shape[2]
         halo = rcfg.window // 2
+        threshold = spike_threshold(stats, rcfg.sigma)
+        rows = min(m, ctx.chunk_frames + 2 * halo)
+        buf = [np.empty((rows, *data_p.shape[1:]), p.dtype) for p in planes]
+        filled, usable = np.empty((rows, stats.level.size), np.float32), np.empty((rows, stats.level.size), bool)
+        room = 1 << 12
+        hits = [np.empty(room, np.int64), np.empty(room, np.int64), *(np.empty(room, np.float32) for _ in range(3))]
         found: list[tuple[np.ndarray, ...]] = []
         for a in range(0, m, ctx.chunk_frames):
             b = min(m, a + ctx.chunk_frames)
             ext = slice(max(0, a - halo), min(m, b + halo))
-            x = np.array(data_p[ext]).reshape(ext.stop - ext.start, -1)
-            v = np.array(var_p[ext]).reshape(len(x), -1)
-            usable = ((np.array(dq_p[ext]).reshape(len(x), -1) & DO_NOT_USE_MASK) == 0) & np.isfinite(x)
-            cr = detect_cosmic_rays(x, usable, v, window=rcfg.window, sigma=rcfg.sigma, stats=stats,
-                                    core=slice(a - ext.start, b - ext.start))
-            if cr.times.size:
-                found.append((cr.times + ext.start, cr.pixels, cr.data, cr.var, x[cr.times, cr.pixels]))
-            release_pages(data_p, var_p, dq_p, frames=ext)
+            n = ext.stop - ext.start
+            x, v, q = (_read_frames(p, ext.start, out[:n]).reshape(n, -1) for p, out in zip(planes, buf))
+            while True:
+                n_hit = cosmic_ray_hits(x, v, q, a - ext.start, b - ext.start, stats.level, stats.var_level,
+                                        threshold, halo, filled[:n], usable[:n], *hits)
+                if n_hit <= room:
+                    break
+                room = n_hit
+                hits = [np.empty(room, h.dtype) for h in hits]
+            if n_hit:
+                t_hit, p_hit, new, new_var, old = (h[:n_hit].copy() for h in hits)
+                found.append((t_hit + ext.start, p_hit, new, new_var, old))
             ctx.report(0.6 + 0.4 * b / m, f"cosmic rays: {b}/{m} frames")
         if found:
             t_idx, p_idx, new, new_var, old = (np.concatenate(parts) for parts in zip(*found))
