@@ -83,9 +83,50 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+#: lists longer than this are written on one line (per-frame axes run to 135000 values)
+_JSON_INLINE_LIST = 32
+_JSON_SCALARS = {int, float, bool, str, type(None)}
+
+
+def dumps_json(obj: Any) -> str:
+    """``obj`` as indented JSON (numpy scalars/arrays allowed), long lists of numbers kept on one line each.
+
+    ``json.dumps`` with ``indent`` runs the pure-Python encoder over every
+    element (~1.8 s for the frame axes of a full FGS1 visit); long lists are
+    encoded by the C encoder instead and spliced in.
+    """
+    long_lists: list[str] = []
+    plain = False                      # a string with a NUL in it could pass for a marker: no splicing then
+
+    def shrink(o: Any) -> Any:
+        nonlocal plain
+        if isinstance(o, str) and "\x00" in o:
+            plain = True
+        if isinstance(o, dict):
+            return {k: shrink(v) for k, v in o.items()}
+        if isinstance(o, np.ndarray) and o.ndim >= 1:
+            o = o.tolist()
+        if isinstance(o, (list, tuple)):
+            if len(o) > _JSON_INLINE_LIST and set(map(type, o)) <= _JSON_SCALARS:
+                long_lists.append(json.dumps(o, default=_json_default, allow_nan=True))
+                return f"\x00{len(long_lists) - 1}\x00"
+            return [shrink(v) for v in o]
+        return o
+
+    shrunk = shrink(obj)
+    if plain:
+        return json.dumps(obj, indent=1, default=_json_default, allow_nan=True)
+    text = json.dumps(shrunk, indent=1, default=_json_default, allow_nan=True)
+    if long_lists:
+        parts = text.split('"\\u0000')
+        text = parts[0] + "".join(long_lists[int(p[:p.index("\\u0000")])] + p[p.index("\\u0000") + 7:]
+                                  for p in parts[1:])
+    return text
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (numpy scalars/arrays allowed)."""
-    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default, allow_nan=True) + "\n")
+    """Atomically write ``obj`` as indented JSON (:func:`dumps_json`)."""
+    atomic_write_text(path, dumps_json(obj) + "\n")
 
 
 @dataclass

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calib_core.frames import FramePlane, StoreWriter, load_output
+import json
+
+from calib_core.frames import FramePlane, StoreWriter, dumps_json, load_output
 from calib_core.stages.common import release_pages
 
 
@@ -28,6 +30,12 @@ def test_frame_plane_matches_an_in_memory_array(tmp_path):
     plane[3:4] = np.full((1, 4, 5), 2.0, np.float32)      # pwrite after the map was opened
     ref[3:4] = 2.0
     np.testing.assert_array_equal(plane[3], ref[3])
+    buf = np.full((4, 4, 5), np.nan, np.float32)
+    np.testing.assert_array_equal(plane.read_into(2, buf), ref[2:6])       # pread: pwrites and map writes seen
+    with pytest.raises(ValueError, match="cannot read frames 8:12"):
+        plane.read_into(8, buf)
+    with pytest.raises(ValueError, match="into"):
+        plane.read_into(0, np.empty((2, 4, 5), np.float64))
     release_pages(plane, frames=slice(0, 5))              # drops resident pages, keeps the data
     np.testing.assert_array_equal(np.asarray(plane), ref)
     plane.close()
@@ -91,3 +99,21 @@ def test_dropped_frames_needs_every_pixel_dropped():
     np.testing.assert_array_equal(dropped_frames(dq), expected)
     assert np.flatnonzero(expected).tolist() == [3, 7]
     assert dropped_frames(np.zeros((0, 2, 2), np.uint16)).size == 0
+
+
+def test_json_keeps_long_number_lists_on_one_line_and_round_trips():
+    obj = {"frame_time_s": np.arange(1000) * 0.1, "read_kind": np.zeros(100, np.int8), "short": [1, 2, 3],
+           "nested": {"values": [0.5] * 50 + [float("nan")], "rows": [[1, 2]] * 40}, "n": np.int64(7),
+           "names": ["a\x00b", "c"]}
+    text = dumps_json(obj)
+    back = json.loads(text)
+    assert back["frame_time_s"] == (np.arange(1000) * 0.1).tolist() and back["read_kind"] == [0] * 100
+    assert back["short"] == [1, 2, 3] and back["n"] == 7 and back["names"] == ["a\x00b", "c"]
+    assert back["nested"]["values"][:50] == [0.5] * 50 and np.isnan(back["nested"]["values"][50])
+    assert back["nested"]["rows"] == [[1, 2]] * 40
+    without_nul = {k: v for k, v in obj.items() if k != "names"}      # (a NUL in a string: plain encoding)
+    lines = dumps_json(without_nul).splitlines()
+    assert json.loads("\n".join(lines)) == json.loads(json.dumps(without_nul, default=lambda o: o.tolist()))
+    assert any(line.startswith(' "frame_time_s": [0.0, 0.1') for line in lines)   # long lists: one line each
+    assert any(line.startswith('  "values": [0.5, 0.5') and line.endswith("NaN],") for line in lines)
+    assert ' "short": [' in lines and "  1," in lines                  # short ones indented as before
