@@ -37,6 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .dq import DQ_DTYPE, dropped_frames
+from .prefetch import prefetched
 
 __all__ = [
     "Frames",
@@ -272,13 +273,20 @@ class StreamedSource:
         for the ADC, :class:`Frames` otherwise).
     preview_index : int, optional
         Frame to keep as ``preview``.
+    prefetch : bool
+        Compute the next chunk (this stream and everything upstream of it) in a
+        background thread while the reader works on the current one
+        (:func:`calib_core.prefetch.prefetched`; the kernels release the GIL, so
+        the two overlap on two cores).  The chunks and every counter come out
+        the same; one or two more chunks are in memory.
     """
 
     data = var = dq = None      #: no memory maps behind these frames (``release_pages`` skips them)
 
-    def __init__(self, stream: Any, chunks: Iterator[Any], preview_index: int | None = None):
+    def __init__(self, stream: Any, chunks: Iterator[Any], preview_index: int | None = None, prefetch: bool = False):
         self.stream = stream
-        self._chunks = iter(chunks)
+        processed = (stream.process(chunk) for chunk in chunks)
+        self._chunks = prefetched(processed, name="stream-prefetch") if prefetch else processed
         self._buf: list[Frames] = []
         self._next = 0                       #: first frame not pulled from upstream yet
         self._floor = 0                      #: frames before this were discarded
@@ -293,10 +301,9 @@ class StreamedSource:
         self.output = _StreamOutput({"wavelength_um": stream.wavelength_um}, {"read_var": stream.read_var})
 
     def _pull(self) -> bool:
-        chunk = next(self._chunks, None)
-        if chunk is None:
+        out = next(self._chunks, None)
+        if out is None:
             return False
-        out = self.stream.process(chunk)
         if out.start != self._next:
             raise RuntimeError(f"stream chunk starts at frame {out.start}, expected {self._next}")
         stop = out.start + len(out)

@@ -130,17 +130,32 @@ class _Double(FrameStream):
         return {}
 
 
-def _source(n=23, preview=None):
+def _source(n=23, preview=None, prefetch=False, stream=None):
     cube = np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3)
     axis = FrameAxisMeta(np.arange(n, dtype=float), np.ones(n), np.ones(n, np.int8))
     chunks = (Frames(cube[a:a + 5].copy(), np.ones((min(5, n - a), 2, 3), np.float32),
                      np.zeros((min(5, n - a), 2, 3), np.uint16), axis.take(slice(a, a + 5)), a)
               for a in range(0, n, 5))
-    return cube, StreamedSource(_Double(n), chunks, preview_index=preview)
+    return cube, StreamedSource(stream or _Double(n), chunks, preview_index=preview, prefetch=prefetch)
 
 
-def test_streamed_source_serves_frames_in_order_and_refuses_discarded_ones():
-    cube, src = _source(preview=12)
+class _FailsAt(_Double):
+    """Doubles, and fails on the chunk holding frame 12 (like a stage refusing bad input)."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.seen = []
+
+    def process(self, chunk):
+        if chunk.start <= 12 < chunk.start + len(chunk):
+            raise ValueError("dark: non-finite input at frame 12")
+        self.seen.append(chunk.start)
+        return super().process(chunk)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_streamed_source_serves_frames_in_order_and_refuses_discarded_ones(prefetch):
+    cube, src = _source(preview=12, prefetch=prefetch)
     assert src.frame_shape == (2, 3) and src.n_frames == 23
     np.testing.assert_array_equal(src.take(np.array([3, 9, 4])).data, 2 * cube[[3, 9, 4]])   # across chunks
     np.testing.assert_array_equal(src.read(8, 14).data, 2 * cube[8:14])
@@ -174,3 +189,11 @@ def test_streamed_source_iterates_once_and_counts_dropped_frames():
     src = StreamedSource(_Double(4), iter([Frames(np.zeros((4, 2, 3), np.float32), np.zeros((4, 2, 3), np.float32),
                                                   dq, axis, 0)]))
     np.testing.assert_array_equal(src.dropped_mask(), [False, True, False, False])
+
+
+def test_prefetched_source_raises_the_stream_error_at_its_chunk():
+    _, src = _source(stream=_FailsAt(23), prefetch=True)           # computed in a background thread
+    np.testing.assert_array_equal(src.read(0, 10).data[:, 0, 0], 2 * np.arange(0, 60, 6))
+    with pytest.raises(ValueError, match="frame 12"):
+        src.read(10, 15)
+    assert src.stream.seen == [0, 5]                                # nothing past the failing chunk was computed

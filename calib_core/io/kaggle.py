@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import csv
 import functools
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ..prefetch import prefetched
 
 __all__ = [
     "INSTRUMENTS",
@@ -275,52 +275,6 @@ def _iter_row_batches(pf: pq.ParquetFile, row_start: int, row_stop: int,
             return
 
 
-def _prefetched(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:
-    """Iterate ``items`` produced ahead in a background thread (at most ``depth`` waiting).
-
-    Parquet decoding releases the GIL, so the next batch decodes on the other
-    core while the caller calibrates the current one.  Exceptions reach the
-    caller at the item where they happened; closing the iterator early stops
-    the producer.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((done, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put((done, exc))
-
-    worker = threading.Thread(target=produce, name="parquet-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, exc = q.get()
-            if item is done:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                q.get(timeout=0.1)
-            except queue.Empty:
-                pass
-
-
 def _batch_pixels(path: Path, batch: pa.RecordBatch, cast_schema: pa.Schema | None) -> np.ndarray:
     """Flatten a record batch into a 1-D uint16 pixel stream (frame-major, row-major pixels)."""
     try:
@@ -416,7 +370,8 @@ class Planet:
         first = start
         batch_frames = max(chunk_frames, _MIN_BATCH_FRAMES)
         batches = _iter_row_batches(pf, start * rpf, stop * rpf, batch_frames * rpf)
-        for pixels in _prefetched(_batch_pixels(path, batch, cast_schema) for batch in batches):
+        for pixels in prefetched((_batch_pixels(path, batch, cast_schema) for batch in batches),
+                                 name="parquet-prefetch"):
             pending.append(pixels)
             n_pending += pending[-1].size
             while n_pending >= chunk_pixels:

@@ -285,16 +285,19 @@ def stream_chain(stages: Iterable[tuple[Any, Any, Any]], inp: Any, chunk_frames:
 
     Returns ``[(stream, source)]``: each stage's :class:`calib_core.stages.base.FrameStream`
     and the :class:`calib_core.frames.StreamedSource` of its output (which keeps
-    the :func:`preview_index` frame).  The last source is the input of the stage
+    the :func:`preview_index` frame).  The last source computes its chunks --
+    the whole group -- in a background thread, one chunk ahead of its reader.  The last source is the input of the stage
     that stores frames; the streams' ``finish`` is due once that stage has read
     it and ``exhaust`` ran.
     """
     opened = []
     source = inp
-    for stage, cfg, ctx in stages:
+    stages = list(stages)
+    for k, (stage, cfg, ctx) in enumerate(stages):
         stream = stage.stream(source, cfg, ctx)
         source = StreamedSource(stream, source.iter_chunks(chunk_frames),
-                                preview_index=preview_index(stream.axis.read_kind, stream.n_frames))
+                                preview_index=preview_index(stream.axis.read_kind, stream.n_frames),
+                                prefetch=k == len(stages) - 1)     # the whole streamed group, one chunk ahead
         opened.append((stream, source))
     return opened
 
