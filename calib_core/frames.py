@@ -303,6 +303,7 @@ class StreamedSource:
     def _pull(self) -> bool:
         out = next(self._chunks, None)
         if out is None:
+            self._chunks = iter(())          # let go of the upstream (reader, its file and threads) at once
             return False
         if out.start != self._next:
             raise RuntimeError(f"stream chunk starts at frame {out.start}, expected {self._next}")

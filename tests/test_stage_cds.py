@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DO_NOT_USE_MASK, DQ, count_bits
-from calib_core.frames import load_output
+from calib_core.frames import FramePlane, load_output
 from calib_core.io import expected_cds, load_truth
 from calib_core.io.demo import DEMO_PLANET_ID
 from calib_core.stages import cds
@@ -152,6 +152,25 @@ def test_cosmic_rays_are_flagged_and_the_transit_is_not():
     assert np.count_nonzero(hits & ~injected) == 0
     assert not np.any(hits & ~usable)
     assert np.median(scale / np.sqrt(var[0])) == pytest.approx(1.1, abs=0.05)   # MAD of x - median(neighbours)
+
+
+def test_pixel_stats_read_back_from_written_planes_equal_those_of_the_array(tmp_path):
+    """The stage samples its written planes frame block by frame block; same statistics as from memory."""
+    rng = np.random.default_rng(11)
+    n, shape = 700, (3, 5)
+    x = (1e4 + rng.normal(size=(n, *shape)) * 100.0).astype(np.float32)
+    var = rng.uniform(5e3, 2e4, (n, *shape)).astype(np.float32)
+    dq = np.zeros((n, *shape), np.uint16)
+    dq[rng.integers(0, n, 60), rng.integers(0, 3, 60), rng.integers(0, 5, 60)] = DQ.SATURATED
+    x[5, 1, 1] = np.nan
+    planes = tuple(FramePlane(tmp_path / f"{k}.npy", a.shape, a.dtype) for k, a in (("d", x), ("v", var), ("q", dq)))
+    for plane, a in zip(planes, (x, var, dq)):
+        plane[0:n] = a
+    got = cds.CdsStage._sampled_stats(planes, 7)
+    usable = ((dq & DO_NOT_USE_MASK) == 0) & np.isfinite(x)
+    want = cds.pixel_stats(x.reshape(n, -1), usable.reshape(n, -1), var.reshape(n, -1), window=7)
+    for field in ("level", "var_level", "scale"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
 
 
 def test_temporal_outliers_flag_frames_not_the_transit():

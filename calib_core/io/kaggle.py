@@ -383,6 +383,9 @@ class Planet:
         if n_pending:
             flat = pending[0] if len(pending) == 1 else np.concatenate(pending)
             yield first, flat.reshape(-1, height, width)
+        del pf, batches, pending
+        # Arrow's allocator keeps freed decode buffers (~4x a batch on wide files) for reuse: hand them back
+        pa.default_memory_pool().release_unused()
 
     def read_frames(self, instrument: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Read frames ``[start, stop)`` into one (n, H, W) uint16 array."""

@@ -743,30 +743,45 @@ class CdsStage(Stage):
             good_px = static_good[rr, cc]
             np.add.at(row_flux, (t_idx[good_px], rr[good_px]), (new.astype(np.float64) - old)[good_px])
             np.add.at(cr_map, (rr, cc), 1)
-            data_p[t_idx, rr, cc] = new
-            var_p[t_idx, rr, cc] = new_var
-            dq_p[t_idx, rr, cc] = dq_p[t_idx, rr, cc] | DQ_DTYPE(DQ.COSMIC_RAY | DQ.REPAIRED)
+            # written through the planes' memory maps a chunk of frames at a time (hits come in time order),
+            # whose pages are let go after each chunk: the resident memory stays a chunk's worth
+            bounds = np.searchsorted(t_idx, np.arange(0, m + ctx.chunk_frames, ctx.chunk_frames))
+            for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+                if hi > lo:
+                    at = (t_idx[lo:hi], rr[lo:hi], cc[lo:hi])
+                    data_p[at], var_p[at] = new[lo:hi], new_var[lo:hi]
+                    dq_p[at] = dq_p[at] | DQ_DTYPE(DQ.COSMIC_RAY | DQ.REPAIRED)
+                    release_pages(data_p, var_p, dq_p, frames=slice(k * ctx.chunk_frames,
+                                                                      (k + 1) * ctx.chunk_frames))
 
     @staticmethod
     def _sampled_stats(planes: tuple[np.ndarray, np.ndarray, np.ndarray], window: int) -> PixelStats:
-        """:class:`PixelStats` from evenly spaced frames and their neighbours read from the output."""
-        data_p, var_p, dq_p = planes
-        m = len(data_p)
+        """:class:`PixelStats` from evenly spaced frames and their neighbours read from the output.
+
+        Each sampled frame and its neighbours are one short ``pread`` per plane
+        into a reused buffer (as :func:`pixel_stats` takes them from an array).
+        """
+        data_p = planes[0]
+        m, npx = len(data_p), int(np.prod(data_p.shape[1:]))
         rows = sample_times(m)
-
-        def read(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            x = np.asarray(data_p[idx]).reshape(len(idx), -1)
-            ok = ((np.asarray(dq_p[idx]).reshape(len(idx), -1) & DO_NOT_USE_MASK) == 0) & np.isfinite(x)
-            return x, ok, np.asarray(var_p[idx]).reshape(len(idx), -1)
-
-        x, ok, v = read(rows)
+        offsets = neighbour_offsets(window)
+        h = window // 2
+        x, v = np.empty((rows.size, npx), np.float32), np.empty((rows.size, npx), np.float32)
+        ok = np.empty((rows.size, npx), bool)
+        near_x = np.empty((len(offsets), rows.size, npx), np.float32)
+        near_ok = np.empty((len(offsets), rows.size, npx), bool)
+        blocks = [np.empty((2 * h + 1, *data_p.shape[1:]), p.dtype) for p in planes]
+        for i, t in enumerate(rows):
+            lo, hi = max(0, t - h), min(m, t + h + 1)
+            d, var, q = (_read_frames(p, lo, b[:hi - lo]).reshape(hi - lo, -1) for p, b in zip(planes, blocks))
+            good = ((q & DO_NOT_USE_MASK) == 0) & np.isfinite(d)
+            x[i], v[i], ok[i] = d[t - lo], var[t - lo], good[t - lo]
+            for k, o in enumerate(offsets):
+                j = min(max(t + o, 0), m - 1) - lo
+                near_x[k, i], near_ok[k, i] = d[j], good[j]
         level = np.nan_to_num(masked_median(x, ok)).astype(np.float32)
         var_level = np.nan_to_num(masked_median(v, ok)).astype(np.float32)
-        neighbours = []
-        for o in neighbour_offsets(window):
-            xn, okn, _ = read(np.clip(rows + o, 0, m - 1))
-            neighbours.append(np.where(okn, xn, level[None]))
-        release_pages(data_p, var_p, dq_p)
+        neighbours = [np.where(near_ok[k], near_x[k], level[None]) for k in range(len(offsets))]
         return PixelStats(level, var_level, robust_scale(x, neighbours, ok, var_level))
 
     @staticmethod
