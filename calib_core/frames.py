@@ -104,6 +104,7 @@ def dumps_json(obj: Any) -> str:
         if isinstance(o, str) and "\x00" in o:
             plain = True
         if isinstance(o, dict):
+            plain = plain or any("\x00" in str(k) for k in o)
             return {k: shrink(v) for k, v in o.items()}
         if isinstance(o, np.ndarray) and o.ndim >= 1:
             o = o.tolist()

@@ -104,16 +104,19 @@ def test_dropped_frames_needs_every_pixel_dropped():
 def test_json_keeps_long_number_lists_on_one_line_and_round_trips():
     obj = {"frame_time_s": np.arange(1000) * 0.1, "read_kind": np.zeros(100, np.int8), "short": [1, 2, 3],
            "nested": {"values": [0.5] * 50 + [float("nan")], "rows": [[1, 2]] * 40}, "n": np.int64(7),
-           "names": ["a\x00b", "c"]}
+           "names": ["a\x00b", "c"], "\x000\x00": 1}
     text = dumps_json(obj)
     back = json.loads(text)
     assert back["frame_time_s"] == (np.arange(1000) * 0.1).tolist() and back["read_kind"] == [0] * 100
     assert back["short"] == [1, 2, 3] and back["n"] == 7 and back["names"] == ["a\x00b", "c"]
+    assert back["\x000\x00"] == 1                                    # a key that looks like a marker
     assert back["nested"]["values"][:50] == [0.5] * 50 and np.isnan(back["nested"]["values"][50])
     assert back["nested"]["rows"] == [[1, 2]] * 40
-    without_nul = {k: v for k, v in obj.items() if k != "names"}      # (a NUL in a string: plain encoding)
+    without_nul = {k: v for k, v in obj.items() if "\x00" not in k and k != "names"}   # (NUL: plain encoding)
     lines = dumps_json(without_nul).splitlines()
     assert json.loads("\n".join(lines)) == json.loads(json.dumps(without_nul, default=lambda o: o.tolist()))
     assert any(line.startswith(' "frame_time_s": [0.0, 0.1') for line in lines)   # long lists: one line each
     assert any(line.startswith('  "values": [0.5, 0.5') and line.endswith("NaN],") for line in lines)
     assert ' "short": [' in lines and "  1," in lines                  # short ones indented as before
+    tricky = {"\x000\x00": 1, "t": list(range(100))}                    # only a key that looks like a marker
+    assert json.loads(dumps_json(tricky)) == tricky
