@@ -8,7 +8,7 @@ process so the peak memory of one does not pollute the other:
   :class:`calib_core.frames.StoreWriter` into a temporary directory
   (``--store-dir``; ``/dev/shm`` takes the disk out).  A stage's time is its
   ``run`` (reading its input and filling data, variance and dq planes), as
-  the chain runner records it; the commit (flush of the memory maps) is
+  the chain runner records it; the commit (closing the planes, meta.json, rename) is
   timed separately;
 * **ours, streamed**: the same stages as the chain runner runs them when
   ``cache.write_intermediate`` is false for ADC, dark and flat: those three
@@ -151,7 +151,7 @@ def run_ours(root: str, planet_id: int | None, instrument: str, max_frames: int 
     """Run ADC -> dark -> flat -> CDS with default configs; return per-stage wall/CPU seconds and peak RSS.
 
     A stage's time covers its ``run`` (as the chain runner records it); the
-    commit (flush of the memory maps to the store) is timed separately.
+    commit (closing the planes, writing meta.json, the rename into place) is timed separately.
     """
     from calib_core.frames import StoreWriter
     from calib_core.stages import get_stage
@@ -372,7 +372,7 @@ def _report(inst: str, n: int, ours: dict, streamed: dict, in_memory: dict, ref:
               f"stored {ref_steps / ours_work:.1f}x (time waiting for the reader excluded)")
         print(f"    speed-up, end to end (reading the parquet included): stored {(ref_steps + ref_load) / ours_total:.1f}x, "
               f"streamed {(ref_steps + ref_load) / s_total:.1f}x")
-    print(f"  commit of our four stored stage outputs (flush to the store): {ours['commit']:.2f} s wall")
+    print(f"  commit of our four stored stage outputs (close, meta.json, rename): {ours['commit']:.2f} s wall")
     if n_ref < n:
         print(f"  (reference ran on the first {n_ref} reads, the most that fit its in-memory float64 cube in the "
               f"budget; its times are scaled by {scale:.2f} per frame, its memory is for {n_ref} reads)")

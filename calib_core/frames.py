@@ -582,7 +582,7 @@ class StoreWriter:
         self.fields[name] = {"shape": list(array.shape), "dtype": array.dtype.name, "unit": unit}
 
     def commit(self, meta: dict) -> StoredOutput:
-        """Flush, write ``meta.json`` last and move the directory into place."""
+        """Close the planes (small maps are flushed), write ``meta.json`` last and move the directory into place."""
         for arr in self._maps.values():
             if isinstance(arr, FramePlane):
                 arr.close()
