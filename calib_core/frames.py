@@ -325,10 +325,10 @@ class StreamedSource:
             self._floor = chunk.start + len(chunk)
             yield chunk
 
-    def _fill_to(self, idx: np.ndarray, what: str) -> None:
+    def _fill_to(self, idx: np.ndarray) -> None:
         """Check ``idx`` is still readable and pull upstream chunks until all of it is buffered."""
         if idx.size == 0:
-            raise ValueError(f"streamed input: {what} of no frames")
+            raise ValueError("streamed input: no frames asked for")
         lo, hi = int(idx.min()), int(idx.max())
         if lo < self._floor:
             raise RuntimeError(f"streamed input: frame {lo} was already discarded (frames before "
@@ -350,7 +350,7 @@ class StreamedSource:
             For each index, its block and its row in that block.
         """
         idx = np.asarray(indices, np.int64)
-        self._fill_to(idx, "frame_blocks()")
+        self._fill_to(idx)
         starts = np.array([chunk.start for chunk in self._buf], np.int64)
         block = np.searchsorted(starts, idx, side="right") - 1
         blocks = [tuple(a.reshape(len(chunk), -1) for a in (chunk.data, chunk.var, chunk.dq)) for chunk in self._buf]
@@ -359,17 +359,14 @@ class StreamedSource:
     def take(self, indices: np.ndarray) -> Frames:
         """Frames at ``indices`` (any order), pulling upstream chunks as far as needed."""
         idx = np.asarray(indices, np.int64)
-        self._fill_to(idx, "take()")
-        first = self._buf[0]
-        data = np.empty((idx.size, *first.data.shape[1:]), first.data.dtype)
-        var = np.empty_like(data)
-        dq = np.empty(data.shape, first.dq.dtype)
-        for chunk in self._buf:
-            sel = np.flatnonzero((idx >= chunk.start) & (idx < chunk.start + len(chunk)))
-            if sel.size:
-                local = idx[sel] - chunk.start
-                data[sel], var[sel], dq[sel] = chunk.data[local], chunk.var[local], chunk.dq[local]
-        return Frames(data, var, dq, self.axis.take(idx), int(idx[0]))
+        blocks, block, row = self.frame_blocks(idx)
+        planes = [np.empty((idx.size, *a.shape[1:]), a.dtype) for a in blocks[0]]
+        for b in np.unique(block):
+            sel = np.flatnonzero(block == b)
+            for out, held in zip(planes, blocks[b]):
+                out[sel] = held[row[sel]]
+        shape = (idx.size, *self.frame_shape)
+        return Frames(*(p.reshape(shape) for p in planes), self.axis.take(idx), int(idx[0]))
 
     def read(self, start: int, stop: int) -> Frames:
         return self.take(np.arange(start, stop))

@@ -553,14 +553,6 @@ class _CdsPlan:
     orphans: np.ndarray         #: first reads used by no pair
 
 
-def _read_frames(plane: FramePlane | np.ndarray, start: int, out: np.ndarray) -> np.ndarray:
-    """Frames ``start:start + len(out)`` of a written plane copied into the buffer ``out``."""
-    if isinstance(plane, FramePlane):
-        return plane.read_into(start, out)
-    out[...] = plane[start:start + len(out)]
-    return out
-
-
 def _plan(axis: FrameAxisMeta, cfg: PairingConfig) -> _CdsPlan:
     signal_idx, first_idx = pair_reads(axis.time_s, axis.read_kind, order_by=cfg.order_by, policy=cfg.policy,
                                        window_s=cfg.window_s)
@@ -701,7 +693,7 @@ class CdsStage(Stage):
         return n_nonfinite, n_bad_input, (t_gap, r_gap, c_gap)
 
     @staticmethod
-    def _robust_pass(rcfg: RobustConfig, ctx: StageContext, planes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    def _robust_pass(rcfg: RobustConfig, ctx: StageContext, planes: tuple[FramePlane, FramePlane, FramePlane],
                      stats: PixelStats, static_good: np.ndarray, row_flux: np.ndarray, cr_map: np.ndarray) -> None:
         """Second pass over the written frames in time chunks with a halo (``stats`` from sampled frames).
 
@@ -725,7 +717,7 @@ class CdsStage(Stage):
             b = min(m, a + ctx.chunk_frames)
             ext = slice(max(0, a - halo), min(m, b + halo))
             n = ext.stop - ext.start
-            x, v, q = (_read_frames(p, ext.start, out[:n]).reshape(n, -1) for p, out in zip(planes, buf))
+            x, v, q = (p.read_into(ext.start, out[:n]).reshape(n, -1) for p, out in zip(planes, buf))
             while True:
                 n_hit = cosmic_ray_hits(x, v, q, a - ext.start, b - ext.start, stats.level, stats.var_level,
                                         threshold, halo, filled[:n], usable[:n], *hits)
@@ -755,7 +747,7 @@ class CdsStage(Stage):
                                                                       (k + 1) * ctx.chunk_frames))
 
     @staticmethod
-    def _sampled_stats(planes: tuple[np.ndarray, np.ndarray, np.ndarray], window: int) -> PixelStats:
+    def _sampled_stats(planes: tuple[FramePlane, FramePlane, FramePlane], window: int) -> PixelStats:
         """:class:`PixelStats` from evenly spaced frames and their neighbours read from the output.
 
         Each sampled frame and its neighbours are one short ``pread`` per plane
@@ -773,7 +765,7 @@ class CdsStage(Stage):
         blocks = [np.empty((2 * h + 1, *data_p.shape[1:]), p.dtype) for p in planes]
         for i, t in enumerate(rows):
             lo, hi = max(0, t - h), min(m, t + h + 1)
-            d, var, q = (_read_frames(p, lo, b[:hi - lo]).reshape(hi - lo, -1) for p, b in zip(planes, blocks))
+            d, var, q = (p.read_into(lo, b[:hi - lo]).reshape(hi - lo, -1) for p, b in zip(planes, blocks))
             good = ((q & DO_NOT_USE_MASK) == 0) & np.isfinite(d)
             x[i], v[i], ok[i] = d[t - lo], var[t - lo], good[t - lo]
             for k, o in enumerate(offsets):
