@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import sys
@@ -66,7 +65,11 @@ def serve(port: int = 5006, address: str = "127.0.0.1", data_root: str | Path | 
     demo_root()
     start_prewarm(root)
     origins = sorted({f"{host}:{port}" for host in (address, "localhost", "127.0.0.1")})
-    server = pn.serve({APP_PATH: functools.partial(create_app, data_root=root)}, port=port, address=address,
+    def session_app():
+        # a plain function: Panel calls it once per session (a functools.partial would be rendered as text)
+        return create_app(data_root=root)
+
+    server = pn.serve({APP_PATH: session_app}, port=port, address=address,
                       websocket_origin=origins, show=False, start=False, title=TITLE, liveness=True,
                       verbose=False)
     print(f"SpectraMind diagnostics app: http://{address}:{server.port}/{APP_PATH}", flush=True)

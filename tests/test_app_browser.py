@@ -1,6 +1,6 @@
 """The served app driven in Debian's Chromium through Playwright.
 
-A ``panel serve app/main.py --liveness`` subprocess serves the app with
+The app is started as users start it, ``spectramind app`` (what ``make app`` runs), with
 ``--data-root`` pointing at the small demo planet of ``tests/conftest.py``.
 The tests share one page (a session of the app) and run in file order:
 first render and every tab (screenshots under ``test-artifacts/screenshots/``),
@@ -57,19 +57,18 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url(demo_root, tmp_path_factory):
-    """URL of ``panel serve app/main.py`` started on the small demo planet's data root."""
+    """URL of ``spectramind app`` started on the small demo planet's data root."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "panel.log"
+    log = tmp_path_factory.mktemp("server") / "app.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(ROOT / "app" / "main.py"),
-                                 "--port", str(port), "--address", "127.0.0.1", "--liveness", "--warm",
-                                 "--args", "--data-root", str(demo_root)],
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("spectramind")), "app", "--port", str(port),
+                                 "--data-root", str(demo_root), "--no-show"],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"panel serve exited early:\n{log.read_text()}")
+                pytest.fail(f"spectramind app exited early:\n{log.read_text()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/liveness", timeout=2) as resp:
                     if resp.status == 200:
@@ -77,9 +76,9 @@ def app_url(demo_root, tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"panel serve did not come up:\n{log.read_text()}")
+                pytest.fail(f"spectramind app did not come up:\n{log.read_text()}")
             time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/main"
+        yield f"http://127.0.0.1:{port}/app"
     finally:
         proc.send_signal(signal.SIGINT)       # a clean shutdown runs the app's exit handlers
         try:

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,6 +48,8 @@ __all__ = [
 CONFIG_DIR = Path(os.environ.get("SPECTRAMIND_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
 INSTRUMENT_NAMES = ("FGS1", "AIRS-CH0")
 RESERVED_CALIB_KEYS = ("profile", "method")
+#: Hydra's GlobalHydra is process-wide state: one composition at a time (the app composes from several threads)
+_HYDRA_LOCK = threading.Lock()
 
 
 @dataclass
@@ -105,7 +108,7 @@ def _compose_hydra(config_name: str, overrides: Sequence[str], config_dir: Path)
     from hydra.errors import HydraException
 
     try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        with _HYDRA_LOCK, initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             return compose(config_name=config_name, overrides=list(overrides))
     except HydraException as exc:
         msg = str(exc).splitlines()[0]
