@@ -1,8 +1,8 @@
 """Entry point of the served app: ``panel serve app/main.py [--args --data-root DIR]``.
 
 ``panel serve`` executes this file once per browser session, so every session
-gets its own :class:`app.state.AppState` (its own profile, run directory and
-results); :func:`create_app` is also the factory that :func:`app.serve.serve`
+gets its own :class:`spectramind_app.state.AppState` (its own profile, run directory and
+results); :func:`create_app` is also the factory that :func:`spectramind_app.serve.serve`
 hands to ``pn.serve``.
 
 The data root may be given as ``--args --data-root DIR`` or through the
@@ -20,8 +20,8 @@ from typing import Sequence
 import holoviews as hv
 import panel as pn
 
-from app.state import AppState, start_prewarm
-from app.views import AppView
+from spectramind_app.state import AppState, start_prewarm
+from spectramind_app.views import AppView
 
 __all__ = ["create_app", "data_root_from_args", "TITLE"]
 

@@ -52,8 +52,8 @@ def serve(port: int = 5006, address: str = "127.0.0.1", data_root: str | Path | 
     """
     import panel as pn
 
-    from app.main import TITLE, create_app
-    from app.state import demo_root, start_prewarm
+    from .main import TITLE, create_app
+    from .state import demo_root, start_prewarm
 
     root = None
     if data_root is not None:
@@ -83,3 +83,4 @@ def serve(port: int = 5006, address: str = "127.0.0.1", data_root: str | Path | 
     finally:
         server.stop()
     return 0
+

@@ -1,10 +1,10 @@
 """The app's views: sidebar controls, one tab per stage, the summary tab.
 
-Everything shown is derived from an :class:`app.state.AppState`; the views hold
+Everything shown is derived from an :class:`spectramind_app.state.AppState`; the views hold
 widgets and panes only.  Plots of a stage tab are refreshed only when that tab
 is visible and its stage output changed (``Tabs(dynamic=True)`` renders the
 active tab only), so a run refreshes one tab, not all of them; a re-run puts
-the new data into the existing figures (:class:`app.render.LivePlot`).
+the new data into the existing figures (:class:`spectramind_app.render.LivePlot`).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class StageTab(pn.viewable.Viewer):
         a stage that was only read from the cache by a later run keeps its plots
         untouched.  Plots whose layout is unchanged (e.g. the same stage re-run
         with other settings) keep their figures and only get the new data
-        (:class:`app.render.LivePlot`).
+        (:class:`spectramind_app.render.LivePlot`).
         """
         self._ensure_form()
         rec = self.state.record(self.stage)
@@ -308,7 +308,7 @@ class AppView(pn.viewable.Viewer):
     Notes
     -----
     ``AppView(state)`` displays inline in a notebook (sidebar next to the
-    tabs); :func:`app.main.create_app` puts the same pieces into a template.
+    tabs); :func:`spectramind_app.main.create_app` puts the same pieces into a template.
     """
 
     def __init__(self, state: AppState, **params: Any):

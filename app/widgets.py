@@ -21,7 +21,7 @@ anything else          :class:`panel.widgets.TextInput`, YAML scalar
 A nullable field accepts an empty input as ``null``.  Values typed in a text
 field are parsed as YAML, exactly like a Hydra override on the command line.
 
-Binding: a widget change calls :meth:`app.state.AppState.set_key`, which
+Binding: a widget change calls :meth:`spectramind_app.state.AppState.set_key`, which
 validates the whole profile with the engine; a refused value is reverted in
 the widget and the engine's one-line message is shown.  When the profile is
 replaced (another profile or an uploaded YAML), :meth:`StageForm.refresh`

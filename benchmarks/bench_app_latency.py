@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="late-stage edits to time (median printed)")
     parser.add_argument("--data-root", default=None, help="dataset root (default: the built-in demo planet)")
     args = parser.parse_args(argv)
-    from app.state import demo_root
+    from spectramind_app.state import demo_root
 
     if args.data_root is None:
         demo_root()            # generate the demo planet before timing anything

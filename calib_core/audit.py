@@ -8,8 +8,9 @@ committed), then writes into the run directory
   provenance of ``run_hash_summary.json`` (config hash, input checksums,
   versions, git commit) and, when the planet has labels, the transit spectrum
   against the truth;
-* ``audit.html``: the same as a self-contained page (inline JavaScript, no
-  network) with each stage's QC table and diagnostic plots.
+The HTML page of the same content (``spectramind audit`` writes ``audit.html``)
+is rendered by the diagnostics app (:mod:`spectramind_app.report`), which owns
+the plotting; the engine returns the data.
 """
 
 from __future__ import annotations
@@ -70,17 +71,13 @@ def audit_payload(result: RunResult) -> dict:
     }
 
 
-def run_audit(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[RunResult, Path]:
-    """Run ``cfg`` with every gate as an error; write ``audit.json`` and ``audit.html``.
+def run_audit(cfg: DictConfig, run_dir: str | Path | None = None) -> tuple[RunResult, dict]:
+    """Run ``cfg`` with every gate as an error; write ``audit.json``.
 
-    Returns the run result (``status`` "failed" when a gate failed: the report
-    says which) and the path of the HTML report.
+    Returns the run result (``status`` "failed" when a gate failed: the payload
+    says which) and the audit payload written to ``audit.json``.
     """
     result = run_chain(cfg, run_dir=run_dir, force_error_gates=True, raise_on_failure=False)
     payload = audit_payload(result)
     atomic_write_json(result.run_dir / "audit.json", payload)
-    from app.report import write_report
-
-    html_path = result.run_dir / "audit.html"
-    write_report(result, payload, html_path)
-    return result, html_path
+    return result, payload

@@ -7,7 +7,12 @@ Subcommands::
     spectramind batch     --config-name calib/nominal --out DIR [--planets 1,2] [--workers 2] data.root=DIR
     spectramind make-demo OUT [--seed N] [--full] [--n-pairs N] [--drop-pairs N] [--overwrite]
     spectramind sigma-calibrate --preds P --targets T --out DIR [...]
-    spectramind app [--port N] [--address A] [--data-root DIR] [--no-show]
+
+Other packages add commands through the entry-point group ``spectramind.commands``:
+each entry point is a function that adds a sub-parser (with ``set_defaults(func=...)``,
+``func(args) -> exit code``) to the sub-commands given to it.  The diagnostics app
+adds ``spectramind app`` and ``spectramind audit`` that way (:mod:`spectramind_app.commands`),
+so the engine never imports the app.
 
 Every error ends the process with a non-zero exit code and one line saying why.
 """
@@ -19,10 +24,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main"]
+__all__ = ["COMMAND_GROUP", "add_profile_args", "compose_from_args", "main", "print_summary"]
+
+#: entry-point group of the commands other packages add to ``spectramind``
+COMMAND_GROUP = "spectramind.commands"
 
 
-def _add_profile_args(p: argparse.ArgumentParser, default: str) -> None:
+def add_profile_args(p: argparse.ArgumentParser, default: str) -> None:
+    """``--config-name``, ``--config-dir`` and the Hydra overrides of a command that runs a profile."""
     p.add_argument("--config-name", "-cn", default=default,
                    help=f"profile name under configs/ (e.g. calib/nominal) or a YAML file (default {default})")
     p.add_argument("--config-dir", default=None, help="configs directory (default: the project's configs/)")
@@ -30,23 +39,24 @@ def _add_profile_args(p: argparse.ArgumentParser, default: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from importlib.metadata import entry_points
+
     parser = argparse.ArgumentParser(prog="spectramind", description="Ariel calibration chain and diagnostics")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cal = sub.add_parser("calibrate", help="run the calibration chain on a planet (default: the demo planet)")
-    _add_profile_args(cal, "calib/nominal")
+    add_profile_args(cal, "calib/nominal")
     cal.add_argument("--cfg", choices=("job",), help="print the composed config and exit (Hydra style)")
     cal.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations")
     cal.add_argument("--package", "-p", default=None, help="with --cfg: print only this subtree (e.g. calib.cds)")
-
-    aud = sub.add_parser("audit", help="strict run: every QC gate is an error; writes audit.html + audit.json")
-    _add_profile_args(aud, "calib/strict")
+    cal.set_defaults(func=_calibrate)
 
     bat = sub.add_parser("batch", help="calibrate many planets of a dataset in parallel (Dask distributed)")
-    _add_profile_args(bat, "calib/nominal")
+    add_profile_args(bat, "calib/nominal")
     bat.add_argument("--out", type=Path, required=True, help="batch output directory")
     bat.add_argument("--planets", default=None, help="comma-separated planet ids (default: all of data.split)")
     bat.add_argument("--workers", type=int, default=2, help="worker processes")
+    bat.set_defaults(func=_batch)
 
     demo = sub.add_parser("make-demo", help="write a synthetic planet with ground truth in the Kaggle layout")
     demo.add_argument("out", type=Path)
@@ -56,20 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--drop-pairs", type=int, default=0, help="pairs lost in telemetry (zero-filled)")
     demo.add_argument("--planet-id", type=int, default=None)
     demo.add_argument("--overwrite", action="store_true")
+    demo.set_defaults(func=_make_demo)
 
     sig = sub.add_parser("sigma-calibrate", help="fit/apply sigma calibration (temperature, COREL)",
                          add_help=False)
     sig.add_argument("rest", nargs=argparse.REMAINDER)
 
-    app = sub.add_parser("app", help="serve the Panel diagnostics app")
-    app.add_argument("--port", type=int, default=5006)
-    app.add_argument("--address", default="127.0.0.1")
-    app.add_argument("--data-root", type=Path, default=None, help="dataset root the app may read (Kaggle layout)")
-    app.add_argument("--no-show", action="store_true", help="do not open a browser")
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return parser
 
 
-def _print_summary(result) -> None:
+def print_summary(result) -> None:
+    """The run's stages, QC gates, outputs and (with labels) its accuracy, as a table on stdout."""
     print(f"run_dir: {result.run_dir}")
     print(f"{'stage':<16}{'instrument':<11}{'status':<8}{'time s':>8}  QC")
     for r in result.records:
@@ -92,30 +101,30 @@ def _print_summary(result) -> None:
     print(f"status: {result.status}  config_hash: {result.config_hash[:16]}")
 
 
-def _calibrate(args: argparse.Namespace, audit: bool) -> int:
+def compose_from_args(args: argparse.Namespace):
+    """The effective config of a command's ``--config-name``, ``--config-dir`` and overrides."""
+    from .config import compose_config
+
+    return compose_config(args.config_name, args.overrides, args.config_dir)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from .config import compose_config, config_to_yaml
+    from .config import config_to_yaml
 
-    cfg = compose_config(args.config_name, args.overrides, args.config_dir)
-    if not audit and args.cfg == "job":
+    cfg = compose_from_args(args)
+    if args.cfg == "job":
         node = OmegaConf.select(cfg, args.package) if args.package else cfg
         if node is None:
             raise KeyError(f"--package {args.package}: no such section")
         text = OmegaConf.to_yaml(node, resolve=args.resolve) if args.package else config_to_yaml(cfg, args.resolve)
         print(text, end="")
         return 0
-    if audit:
-        from .audit import run_audit
-
-        result, report = run_audit(cfg)
-        _print_summary(result)
-        print(f"audit report: {report}")
-        return 0 if result.status == "ok" else 1
     from .chain import run_chain
 
     result = run_chain(cfg, progress=None)
-    _print_summary(result)
+    print_summary(result)
     return 0
 
 
@@ -155,26 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "calibrate":
-            return _calibrate(args, audit=False)
-        if args.command == "audit":
-            return _calibrate(args, audit=True)
-        if args.command == "batch":
-            return _batch(args)
-        if args.command == "make-demo":
-            return _make_demo(args)
-        if args.command == "app":
-            from app.serve import serve
-
-            return serve(port=args.port, address=args.address, data_root=args.data_root, show=not args.no_show)
+        return int(args.func(args))
     except KeyboardInterrupt:
         print("spectramind: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line, no traceback, for every failure
         print(f"spectramind: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 2 if type(exc).__name__ == "ConfigError" else 1
-    parser.error(f"unknown command {args.command}")
-    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

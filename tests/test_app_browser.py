@@ -23,7 +23,7 @@ import pytest
 import yaml
 from playwright.sync_api import Page, expect
 
-from app.views import tab_label
+from spectramind_app.views import tab_label
 from calib_core.config import compose_config, config_hash
 from calib_core.stages import get_stage
 

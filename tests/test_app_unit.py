@@ -14,10 +14,10 @@ import panel as pn
 import pytest
 import yaml
 
-from app.render import LivePlot, plot_layout, render, render_element
-from app.state import DEMO_LABEL, AppState, list_datasets
-from app.views import AppView, gate_level
-from app.widgets import field_specs, format_value, parse_value
+from spectramind_app.render import LivePlot, plot_layout, render, render_element
+from spectramind_app.state import DEMO_LABEL, AppState, list_datasets
+from spectramind_app.views import AppView, gate_level
+from spectramind_app.widgets import field_specs, format_value, parse_value
 from calib_core.chain import run_chain
 from calib_core.config import compose_config, config_hash, opt
 from calib_core.stages import get_stage
@@ -425,7 +425,7 @@ def test_owned_tempdirs_of_dead_processes_are_swept(tmp_path):
     import subprocess
     import sys
 
-    from app.state import owned_tempdir
+    from spectramind_app.state import owned_tempdir
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     leftover = tmp_path / "spectramind-app-session-old"
