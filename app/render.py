@@ -1,31 +1,32 @@
-"""Render the engine's plot-data dicts as HoloViews / Panel objects.
+"""Render the engine's typed plot data (:mod:`calib_core.diagnostics`) as HoloViews / Panel objects.
 
 The engine (``Stage.diagnostics``) already reduced everything to small arrays:
 histogram counts, one frame, downsampled series.  This module only maps each
-``kind`` to a view and computes nothing:
+kind to a view and computes nothing:
 
-==============  ==========================================================
-kind            view
-==============  ==========================================================
-``histogram``   :class:`holoviews.Histogram` (``logy`` honoured)
-``image``       :class:`holoviews.Image`: ``data[row, column]`` of a detector,
-                or, when ``x``/``y`` give ``[first, last]`` extents,
-                ``data[x, y]`` (e.g. "time x wavelength")
-``curve``       :class:`holoviews.Curve` with :class:`holoviews.ErrorBars`
-                for ``yerr``; ``overlay`` curves are drawn on top
-``bars``        :class:`holoviews.Bars`
-``table``       an HTML table
-anything else   a labelled block listing the keys (arrays by shape only)
-==============  ==========================================================
+=====================  ==========================================================
+plot data              view
+=====================  ==========================================================
+``Histogram``          :class:`holoviews.Histogram` (``logy`` honoured)
+``Image``              :class:`holoviews.Image`: ``data[row, column]`` of a detector,
+                       or, when ``x``/``y`` give ``(first, last)`` extents,
+                       ``data[x, y]`` (e.g. "time x wavelength")
+``Series``             :class:`holoviews.Curve` with :class:`holoviews.ErrorBars`
+                       for ``yerr``; ``overlay`` series are drawn on top
+``Bars``               :class:`holoviews.Bars`
+``Table``              an HTML table
+anything else          a labelled block listing the fields (arrays by shape only)
+=====================  ==========================================================
 
-:class:`LivePlot` shows a sequence of plot dicts in one pane: when the next
-dict has the same layout (:func:`plot_layout`: kind, layers, labels) only the
-data, title and ranges of the existing Bokeh figure change, which is much
-cheaper for the server and the browser than building a new figure.
+:class:`LivePlot` shows a sequence of plots in one pane: when the next one has
+the same layout (:func:`plot_layout`: kind, layers, labels) only the data, title
+and ranges of the existing Bokeh figure change, which is much cheaper for the
+server and the browser than building a new figure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ import holoviews as hv
 import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh backend the options below belong to)
 import numpy as np
 import panel as pn
+from calib_core.diagnostics import Bars, Histogram, Image, Plot, Series, Table
 
 __all__ = ["LivePlot", "render", "render_element", "plot_layout", "PLOT_HEIGHT"]
 
@@ -42,8 +44,8 @@ _BASE_OPTS = dict(responsive=True, height=PLOT_HEIGHT, tools=["hover"], active_t
                   fontsize={"title": "11pt"}, toolbar="above")
 
 
-def _text(plot: dict, key: str, default: str = "") -> str:
-    value = plot.get(key)
+def _text(plot: Any, key: str, default: str = "") -> str:
+    value = getattr(plot, key, None)
     return default if value is None else str(value)
 
 
@@ -53,10 +55,10 @@ def _dim(label: str, fallback: str) -> hv.Dimension:
     return hv.Dimension(fallback, label=label)
 
 
-def _histogram(plot: dict) -> hv.Element:
-    logy = bool(plot.get("logy"))
-    counts = np.asarray(plot["counts"])
-    element = hv.Histogram((np.asarray(plot["edges"]), counts),
+def _histogram(plot: Histogram) -> hv.Element:
+    logy = bool(plot.logy)
+    counts = np.asarray(plot.counts)
+    element = hv.Histogram((np.asarray(plot.edges), counts),
                            kdims=[_dim(_text(plot, "xlabel"), "x")],
                            vdims=[_dim(_text(plot, "ylabel", "count"), "count")])
     opts = dict(_BASE_OPTS, title=_text(plot, "title"), color="#4c72b0", line_color=None, logy=logy)
@@ -70,72 +72,68 @@ def _span(first: float, last: float) -> tuple[float, float]:
     return (first - 0.5, last + 0.5) if first == last else (first, last)
 
 
-def _image(plot: dict) -> hv.Element:
-    data = np.asarray(plot["data"])
+def _image(plot: Image) -> hv.Element:
+    data = np.asarray(plot.data)
     kdims = [_dim(_text(plot, "xlabel"), "x"), _dim(_text(plot, "ylabel"), "y")]
     vdims = [_dim(_text(plot, "clabel"), "value")]
-    if plot.get("x") is not None and plot.get("y") is not None:
-        # extents form: data is indexed [x, y] ("time x wavelength"), x/y give [first, last] values
-        (x0, x1), (y0, y1) = (_span(*plot["x"]), _span(*plot["y"]))
+    if plot.x is not None and plot.y is not None:
+        # extents form: data is indexed [x, y] ("time x wavelength"), x/y give (first, last) values
+        (x0, x1), (y0, y1) = (_span(*plot.x), _span(*plot.y))
         raster, bounds = data.T, (x0, y0, x1, y1)
     else:
         # detector form: data is indexed [row, column] = [y, x], row 0 at the bottom
         raster = data
-        bounds = tuple(plot["bounds"]) if plot.get("bounds") is not None else (0, 0, data.shape[1], data.shape[0])
+        bounds = (0, 0, data.shape[1], data.shape[0])
     element = hv.Image(raster[::-1], bounds=bounds, kdims=kdims, vdims=vdims)
     return element.opts(**_BASE_OPTS, title=_text(plot, "title"), colorbar=True, cmap="viridis",
                         clabel=_text(plot, "clabel"))
 
 
-def _one_curve(plot: dict, color: str) -> hv.Overlay | hv.Element:
-    kdims = [_dim(_text(plot, "xlabel"), "x")]
-    vdims = [_dim(_text(plot, "ylabel"), "y")]
+def _one_curve(plot: Series, xlabel: str, ylabel: str, color: str) -> hv.Overlay | hv.Element:
+    kdims = [_dim(xlabel, "x")]
+    vdims = [_dim(ylabel, "y")]
     label = _text(plot, "label")
-    x, y = np.asarray(plot["x"]), np.asarray(plot["y"])
+    x, y = np.asarray(plot.x), np.asarray(plot.y)
     curve = hv.Curve((x, y), kdims=kdims, vdims=vdims, label=label).opts(color=color, line_width=1.5)
-    if plot.get("yerr") is None:
+    if plot.yerr is None:
         return curve
-    errors = hv.ErrorBars((x, y, np.asarray(plot["yerr"])), kdims=kdims, vdims=[*vdims, "yerr"], label=label)
+    errors = hv.ErrorBars((x, y, np.asarray(plot.yerr)), kdims=kdims, vdims=[*vdims, "yerr"], label=label)
     points = hv.Scatter((x, y), kdims=kdims, vdims=vdims, label=label)
     return errors.opts(color=color, line_color=color, alpha=0.5) * points.opts(color=color, size=4) * curve
 
 
-def _curve(plot: dict) -> hv.Overlay:
-    layers = [_one_curve(plot, _PALETTE[0])]
-    for i, extra in enumerate(plot.get("overlay") or []):
-        merged = {"xlabel": plot.get("xlabel"), "ylabel": plot.get("ylabel"), **extra}
-        layers.append(_one_curve(merged, _PALETTE[(i + 1) % len(_PALETTE)]))
+def _curve(plot: Series) -> hv.Overlay:
+    xlabel, ylabel = _text(plot, "xlabel"), _text(plot, "ylabel")
+    layers = [_one_curve(p, xlabel, ylabel, _PALETTE[i % len(_PALETTE)]) for i, p in enumerate([plot, *plot.overlay])]
     overlay = hv.Overlay(layers)
-    show_legend = any(_text(p, "label") for p in [plot, *(plot.get("overlay") or [])])
+    show_legend = any(_text(p, "label") for p in [plot, *plot.overlay])
     return overlay.opts(**_BASE_OPTS, title=_text(plot, "title"), show_legend=show_legend,
                         legend_position="top_right")
 
 
-def _bars(plot: dict) -> hv.Element:
-    x = plot.get("x", plot.get("labels"))
-    y = plot.get("y", plot.get("values"))
-    element = hv.Bars((list(map(str, x)), np.asarray(y)), kdims=[_dim(_text(plot, "xlabel"), "x")],
-                      vdims=[_dim(_text(plot, "ylabel"), "y")])
+def _bars(plot: Bars) -> hv.Element:
+    element = hv.Bars((list(map(str, plot.labels)), np.asarray(plot.values)),
+                      kdims=[_dim(_text(plot, "xlabel"), "x")], vdims=[_dim(_text(plot, "ylabel"), "y")])
     return element.opts(**_BASE_OPTS, title=_text(plot, "title"), color="#4c72b0", xrotation=30)
 
 
-_ELEMENTS: dict[str, Callable[[dict], hv.Element]] = {
-    "histogram": _histogram,
-    "image": _image,
-    "curve": _curve,
-    "bars": _bars,
+_ELEMENTS: dict[type, Callable[[Any], hv.Element]] = {
+    Histogram: _histogram,
+    Image: _image,
+    Series: _curve,
+    Bars: _bars,
 }
 
 
-def render_element(plot: dict) -> hv.Element | hv.Overlay:
-    """The HoloViews object of a ``histogram``/``image``/``curve``/``bars`` plot dict.
+def render_element(plot: Plot) -> hv.Element | hv.Overlay:
+    """The HoloViews object of a :class:`Histogram`, :class:`Image`, :class:`Series` or :class:`Bars`.
 
     Raises
     ------
     KeyError
-        The kind has no HoloViews element (``table`` and unknown kinds).
+        The plot has no HoloViews element (:class:`Table` and unknown kinds).
     """
-    return _ELEMENTS[plot["kind"]](plot)
+    return _ELEMENTS[type(plot)](plot)
 
 
 def _cell(value: Any) -> str:
@@ -146,9 +144,9 @@ def _cell(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(plot: dict) -> pn.pane.HTML:
+def _table(plot: Table) -> pn.pane.HTML:
     rows = "".join(f"<tr><th>{html.escape(str(row[0]))}</th>{''.join(f'<td>{_cell(v)}</td>' for v in row[1:])}</tr>"
-                   for row in plot.get("rows") or [])
+                   for row in plot.rows or [])
     title = html.escape(_text(plot, "title"))
     return pn.pane.HTML(f"<div class='diag-table'><div class='diag-title'>{title}</div><table>{rows}</table></div>",
                         sizing_mode="stretch_width", css_classes=["diag-table-pane"], stylesheets=[_TABLE_CSS])
@@ -162,13 +160,14 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _unknown(plot: dict) -> pn.pane.HTML:
-    kind = html.escape(str(plot.get("kind")))
+def _unknown(plot: Any, kind: str) -> pn.pane.HTML:
+    kind = html.escape(kind)
+    fields = dataclasses.asdict(plot) if dataclasses.is_dataclass(plot) else {"value": plot}
     items = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_describe(v))}</td></tr>"
-                    for k, v in plot.items() if k not in ("kind", "title"))
+                    for k, v in fields.items() if k != "title")
     title = html.escape(_text(plot, "title", "(untitled)"))
     return pn.pane.HTML(f"<div class='diag-table diag-unknown'><div class='diag-title'>{title} "
-                        f"<span class='diag-kind'>plot kind '{kind}' has no renderer</span></div>"
+                        f"<span class='diag-kind'>{kind}</span></div>"
                         f"<table>{items}</table></div>", sizing_mode="stretch_width",
                         css_classes=["diag-unknown-pane"], stylesheets=[_TABLE_CSS])
 
@@ -184,41 +183,41 @@ _TABLE_CSS = """
 """
 
 
-def render(plot: dict) -> pn.viewable.Viewable:
-    """A Panel object showing one plot-data dict; unknown kinds become a labelled block, never an error.
+def render(plot: Plot) -> pn.viewable.Viewable:
+    """A Panel object showing one plot; unknown kinds become a labelled block, never an error.
 
     Parameters
     ----------
-    plot : dict
+    plot : calib_core.diagnostics.Plot
         Plot data from :meth:`calib_core.chain.RunResult.diagnostics`.
 
     Returns
     -------
     panel.viewable.Viewable
     """
-    kind = plot.get("kind")
-    if kind == "table":
+    kind = getattr(plot, "kind", type(plot).__name__)
+    if isinstance(plot, Table):
         return _table(plot)
-    if kind in _ELEMENTS:
+    if type(plot) in _ELEMENTS:
         try:
             element = render_element(plot)
         except Exception as exc:  # malformed plot data is shown as such, never breaks the page
-            return _unknown({**plot, "kind": f"{kind} (unrenderable: {exc})"})
+            return _unknown(plot, f"{kind} (unrenderable: {exc})")
         return pn.pane.HoloViews(element, sizing_mode="stretch_width", linked_axes=False,
                                  css_classes=["diag-plot", f"diag-{kind}"])
-    return _unknown(plot)
+    return _unknown(plot, f"plot kind '{kind}' has no renderer")
 
 
-def plot_layout(plot: dict) -> tuple:
+def plot_layout(plot: Plot) -> tuple:
     """What fixes the structure of a plot's figure: kind, axis labels and, per layer, its label and error bars.
 
-    Two plot dicts with the same layout differ only in data and title, which a
+    Two plots with the same layout differ only in data and title, which a
     :class:`LivePlot` updates in place.
     """
-    layers = [plot, *(plot.get("overlay") or [])] if plot.get("kind") == "curve" else [plot]
-    return (plot.get("kind"), _text(plot, "xlabel"), _text(plot, "ylabel"), _text(plot, "clabel"),
-            bool(plot.get("logy")), plot.get("x") is not None and plot.get("y") is not None,
-            tuple((_text(p, "label"), p.get("yerr") is not None) for p in layers))
+    layers = [plot, *plot.overlay] if isinstance(plot, Series) else [plot]
+    return (type(plot).__name__, _text(plot, "xlabel"), _text(plot, "ylabel"), _text(plot, "clabel"),
+            bool(getattr(plot, "logy", False)), getattr(plot, "x", None) is not None and isinstance(plot, Image),
+            tuple((_text(p, "label"), getattr(p, "yerr", None) is not None) for p in layers))
 
 
 class LivePlot:
@@ -226,9 +225,9 @@ class LivePlot:
 
     Parameters
     ----------
-    plot : dict
-        Plot data of a kind with a HoloViews element (``histogram``, ``image``,
-        ``curve``, ``bars``).
+    plot : calib_core.diagnostics.Plot
+        Plot data of a kind with a HoloViews element (:class:`Histogram`, :class:`Image`,
+        :class:`Series`, :class:`Bars`).
 
     Raises
     ------
@@ -243,14 +242,14 @@ class LivePlot:
     colour ranges follow the new data.
     """
 
-    def __init__(self, plot: dict):
+    def __init__(self, plot: Plot):
         self.layout = plot_layout(plot)
         self._pipe = hv.streams.Pipe(data=_framewise(render_element(plot)))
         dmap = hv.DynamicMap(lambda data: data, streams=[self._pipe])
         self.pane = pn.pane.HoloViews(dmap, sizing_mode="stretch_width", linked_axes=False,
-                                      css_classes=["diag-plot", f"diag-{plot['kind']}"])
+                                      css_classes=["diag-plot", f"diag-{plot.kind}"])
 
-    def prepare(self, plot: dict) -> hv.Element | hv.Overlay | None:
+    def prepare(self, plot: Plot) -> hv.Element | hv.Overlay | None:
         """The element that :meth:`show` can put into this figure, or None if the layout differs or it cannot be drawn."""
         if plot_layout(plot) != self.layout:
             return None

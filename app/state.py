@@ -42,7 +42,8 @@ import param
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from calib_core.config import ConfigError, compose_config, config_hash, config_to_yaml, validate_config
-from calib_core.stages import get_stage
+from calib_core.plan import invalidated_by, regated_by, schedule
+from calib_core.stages import stage_info
 
 __all__ = ["AppState", "Dataset", "INSTRUMENTS", "PROFILES", "Progress", "RunOutcome", "demo_root",
            "builtin_profile", "list_datasets", "prewarm", "shared_run_dir", "start_prewarm"]
@@ -372,7 +373,9 @@ class AppState(param.Parameterized):
     def set_key(self, key: str, value: Any) -> bool:
         """Set dotted key ``calib.<stage>.<path>`` after validating the whole profile with the engine.
 
-        The stage and every later stage become stale.  A refused value leaves
+        The stages whose results the change invalidates (the engine's
+        :func:`calib_core.plan.invalidated_by`, which its cache keys follow) and
+        those whose QC gates it re-judges become stale.  A refused value leaves
         the profile unchanged and sets :attr:`error`.
 
         Returns
@@ -394,9 +397,8 @@ class AppState(param.Parameterized):
         except ConfigError as exc:
             self.report_error(str(exc))
             return False
-        order = self.stages
-        changed = order[order.index(parts[1]):]
-        stale = [s for s in order if s in self.stale or s in changed]
+        changed = set(invalidated_by(self.cfg, candidate)) | set(regated_by(self.cfg, candidate))
+        stale = [s for s in self.stages if s in self.stale or s in changed]
         self.param.update(cfg=candidate, stale=stale, error="")
         return True
 
@@ -418,21 +420,16 @@ class AppState(param.Parameterized):
     @staticmethod
     def planned_steps(cfg: DictConfig) -> list[tuple[str, str | None]]:
         """``(stage, instrument)`` pairs of a (validated) profile in the order the engine runs them."""
-        enabled = [s for s in AppState.stages_of(cfg) if cfg.calib[s].enabled]
-        inst_stages = [s for s in enabled if get_stage(s).scope == "instrument"]
-        planet = [(s, None) for s in enabled if get_stage(s).scope == "planet"]
-        return [(s, str(i)) for i in cfg.data.instruments for s in inst_stages] + planet
+        return schedule(cfg)
 
     def prepare_run(self, from_stage: str | None = None) -> DictConfig:
-        """The config to run: by default recompute from the first stale stage (upstream stays cached).
+        """The config to run: the engine's cache recomputes exactly the stages a change invalidated.
 
         Parameters
         ----------
         from_stage : str, optional
             Force recomputation from this stage (and of every later stage).
         """
-        if from_stage is None and self.result is not None:
-            from_stage = next((s for s in self.enabled if s in self.stale), None)
         cfg = copy.deepcopy(self.cfg)
         with open_dict(cfg):
             cfg.runtime.from_stage = from_stage if from_stage in self.enabled else None
@@ -459,7 +456,7 @@ class AppState(param.Parameterized):
 
         def on_progress(stage: str, instrument: str | None, fraction: float, message: str) -> None:
             done = index.get((stage, instrument), 0) + fraction
-            where = f"{get_stage(stage).title}" + (f" · {instrument}" if instrument else "")
+            where = f"{stage_info(stage).title}" + (f" · {instrument}" if instrument else "")
             self.progress = Progress(done / max(len(steps), 1), f"{where}: {message}")
 
         t0 = time.perf_counter()
@@ -514,7 +511,7 @@ class AppState(param.Parameterized):
         """The StageRecord shown for ``stage``: the selected instrument's, or the planet-level one."""
         if self.result is None:
             return None
-        if get_stage(stage).scope == "planet":
+        if stage_info(stage).scope == "planet":
             return self.result.record(stage, None)
         return self.result.record(stage, self.instrument)
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import panel as pn
 
-from calib_core.stages import get_stage
+from calib_core.diagnostics import Table
+from calib_core.stages import stage_info
 
 from .render import LivePlot, render
 from .state import PROFILES, AppState
@@ -49,7 +50,6 @@ APP_CSS = """
 .mono { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
 """
 
-_PLOT_KINDS = ("histogram", "image", "curve", "bars")
 _MARKER_COLOURS = {"stale": "#a86400", "off": "#8a8f98"}
 _TAB_CSS = """
 .bk-tab { padding: 6px 12px; font-size: 14px; }
@@ -118,7 +118,7 @@ class StageTab(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self.stage = stage
-        self.title = get_stage(stage).title
+        self.title = stage_info(stage).title
         self._form: StageForm | None = None
         self.header = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["stage-header", f"stage-{stage}"],
                                    stylesheets=[APP_CSS], margin=(0, 10))
@@ -209,8 +209,8 @@ class StageTab(pn.viewable.Viewer):
             return
         self._shown = token
         items = self.state.diagnostics(self.stage)
-        plot_items = [item for item in items if item.get("kind") in _PLOT_KINDS]
-        table_items = [item for item in items if item.get("kind") not in _PLOT_KINDS]
+        plot_items = [item for item in items if not isinstance(item, Table)]
+        table_items = [item for item in items if isinstance(item, Table)]
         if not self._update_live(plot_items):
             self._live = [self._live_plot(item) for item in plot_items]
             panes = [live.pane if live is not None else render(item) for live, item in zip(self._live, plot_items)]
@@ -278,7 +278,7 @@ class SummaryTab(pn.viewable.Viewer):
                  ("stale since run", html.escape(stale))]
         rows = []
         for r in res.records:
-            title = html.escape(get_stage(r.stage).title)
+            title = html.escape(stage_info(r.stage).title)
             gates = "".join(gate_badge(g) for g in r.gates) or (html.escape(r.reason) if r.reason else "–")
             where = html.escape(r.instrument or "planet")
             rows.append(f"<tr class='sum-row sum-{r.status}'><td>{title}</td><td>{where}</td>"
@@ -406,7 +406,7 @@ class AppView(pn.viewable.Viewer):
     def _update_rerun_label(self) -> None:
         stage = self.active_stage
         enabled = stage is not None and stage in self.state.enabled
-        self.rerun_button.label = (f"Re-run from {get_stage(stage).title}" if stage is not None
+        self.rerun_button.label = (f"Re-run from {stage_info(stage).title}" if stage is not None
                                   else "Re-run from … (open a stage tab)")
         self.rerun_button.disabled = self.state.running or not enabled or self.state.result is None
         self.run_button.disabled = self.state.running

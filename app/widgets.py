@@ -226,11 +226,11 @@ class StageForm(pn.viewable.Viewer):
 
     def __init__(self, state: "AppState", stage: str, **params: Any):
         super().__init__(**params)
-        from calib_core.stages import get_stage
+        from calib_core.stages import stage_schema
 
         self._state = state
         self._stage = stage
-        self._specs = field_specs(get_stage(stage).Config)
+        self._specs = field_specs(stage_schema(stage))
         self._syncing = False
         self.widgets: dict[str, pn.widgets.Widget] = {}
         for spec in self._specs:

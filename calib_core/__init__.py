@@ -10,14 +10,23 @@ The small public API::
     result.output("depths").fields["mu"]                         # the 283 transit depths
     result.diagnostics("cds", "AIRS-CH0")                        # plot data of one stage
 
-Stages live in :mod:`calib_core.stages` (one module each), the data layer in
-:mod:`calib_core.io`, sigma calibration in :mod:`calib_core.sigma`.
+Stages live in :mod:`calib_core.stages` (one package each), the data layer in
+:mod:`calib_core.io`, sigma calibration in :mod:`calib_core.sigma`; the layers are
+drawn in ``configs/calib/architecture.md``.  Importing the package imports nothing
+else: each name is loaded on first use, so composing a profile pulls in no numerics.
 """
 
-from .chain import RunResult, run_chain
-from .config import ConfigError, compose_config, config_hash, config_to_yaml
-from .io import DataLayoutError, list_planets, open_planet
-from .io.demo import ensure_demo, make_demo
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "RunResult": "chain", "run_chain": "chain",
+    "ConfigError": "config", "compose_config": "config", "config_hash": "config", "config_to_yaml": "config",
+    "DataLayoutError": "io", "list_planets": "io", "open_planet": "io",
+    "ensure_demo": "io.demo", "make_demo": "io.demo",
+}
 
 __all__ = [
     "ConfigError",
@@ -32,3 +41,9 @@ __all__ = [
     "open_planet",
     "run_chain",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from .chain import RunResult, run_chain
-from .frames import atomic_write_json
+from .store import atomic_write_json
 
 __all__ = ["run_audit", "audit_payload"]
 

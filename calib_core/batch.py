@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .frames import atomic_write_json, atomic_write_text
+from .store import atomic_write_json, atomic_write_text
 
 __all__ = ["PlanetOutcome", "run_batch"]
 

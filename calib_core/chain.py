@@ -40,12 +40,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from .config.compose import ValidatedConfig, config_hash, config_to_yaml, validate_config
-from .frames import (StoredOutput, StoreWriter, StreamedSource, atomic_write_json, atomic_write_text,
-                     load_output)
+from .frames import StreamedSource
 from .io.kaggle import CALIBRATION_NAMES, DataLayoutError
-from .stages import QCError, get_stage
-from .stages.base import Gate, RawInput, StageContext
-from .stages.common import stream_chain
+from .plan import stage_inputs
+from .stages import get_stage, stage_info
+from .stages.base import Gate, QCError, RawInput, StageContext
+from .stages.streaming import stream_chain
+from .store import StoredOutput, StoreWriter, atomic_write_json, atomic_write_text, load_output
 
 __all__ = ["RunResult", "StageRecord", "run_chain", "resolve_planet", "PLANET_SCOPE_DIR", "write_depths_csv"]
 
@@ -100,15 +101,15 @@ class RunResult:
         rec = self.record(stage, instrument)
         return load_output(rec.output_dir) if rec and rec.output_dir else None
 
-    def diagnostics(self, stage: str, instrument: str | None = None) -> list[dict]:
-        """Plot data of one stage output (see :meth:`calib_core.stages.base.Stage.diagnostics`)."""
+    def diagnostics(self, stage: str, instrument: str | None = None) -> list:
+        """Plot data of one stage output (:mod:`calib_core.diagnostics`; see :meth:`~calib_core.stages.base.Stage.diagnostics`)."""
         rec = self.record(stage, instrument)
         out = self.output(stage, instrument)
         if rec is None or out is None:
             return []
         upstream = _StoredOutputs({(r.stage, r.instrument): r.output_dir for r in self.records if r.output_dir})
-        ctx = StageContext(planet=self.planet, instrument=instrument,
-                           stage_cfgs=self.validated.stages if self.validated else {}, upstream=upstream)
+        ctx = StageContext.of(stage, self.planet, instrument, self.validated.stages if self.validated else None,
+                              outputs=upstream)
         return get_stage(stage).diagnostics(out, rec.metrics, ctx)
 
 
@@ -194,8 +195,8 @@ def _code_modules(module_name: str) -> tuple[str, ...]:
     """``module_name`` and every ``calib_core`` module it uses, directly or through another (sorted names).
 
     A module is used when one of its globals is that module or was defined there
-    (functions, classes, compiled kernels), e.g. a stage, ``calib_core.kernels``,
-    ``calib_core.stages.common``.
+    (functions, classes, compiled kernels), e.g. a stage's algorithm modules,
+    ``calib_core.stages.pixels``, ``calib_core.robust``.
     """
     seen: set[str] = set()
     todo = [module_name]
@@ -282,6 +283,7 @@ class _Runner:
         self.force_error_gates = force_error_gates
         self.records: list[StageRecord] = []
         self.outputs: dict[tuple[str, str | None], StoredOutput] = {}
+        self.keys: dict[tuple[str, str | None], str] = {}
         self.scratch = run_dir / ".scratch"
 
     def _report(self, stage: str, inst: str | None, frac: float, msg: str = "") -> None:
@@ -305,17 +307,17 @@ class _Runner:
         rec.metrics = cached.meta.get("metrics", {})
         # thresholds are not part of the key: judge the stored metrics with today's gates
         rec.gates = self._gates(get_stage(name), self.vc.stages[name], rec.metrics)
+        self._stop_on_error_gate(rec)          # a stored output that fails an error gate is not used
         self.records.append(rec)
-        self._raise_on_error_gate(rec)
         self.outputs[(name, inst)] = cached
         self._report(name, inst, 1.0, "cached")
         return cached
 
     def _ctx(self, name: str, inst: str | None, planet) -> StageContext:
-        return StageContext(
-            planet=planet, instrument=inst, stage_cfgs=self.vc.stages, chunk_frames=self.vc.runtime.chunk_frames,
-            upstream=self.outputs, progress=lambda f, m="": self._report(name, inst, f, m),
-        )
+        """What stage ``name`` may read besides its input: exactly its declared config sections and outputs."""
+        return StageContext.of(name, planet, inst, self.vc.stages, outputs=self.outputs,
+                               chunk_frames=self.vc.runtime.chunk_frames,
+                               progress=lambda f, m="": self._report(name, inst, f, m))
 
     def run_stage(self, name: str, inst: str | None, inp: Any, key: str, planet, force: bool) -> StoredOutput:
         cached = self._cached(name, inst, key, force)
@@ -436,7 +438,7 @@ class _Runner:
             inp: Any = RawInput(planet, inst)
             group: list[tuple[str, str]] = []      # streamed stages waiting for the stage that stores frames
             for i, name in enumerate(inst_stages):
-                key = self._chain_key(key, name)
+                key = self._chain_key(key, name, inst)
                 if self._streams_into(name, inst_stages[i + 1] if i + 1 < len(inst_stages) else None):
                     group.append((name, key))
                     continue
@@ -463,7 +465,7 @@ class _Runner:
         key = _key(*(last[i][0] for i in vc.data.instruments))
         inp = {i: last[i][1] for i in vc.data.instruments}
         for name in planet_stages:
-            key = self._chain_key(key, name)
+            key = self._chain_key(key, name, None)
             out = self.run_stage(name, None, inp, key, planet, name in forced)
             self.outputs[(name, None)] = out
             inp = out
@@ -474,12 +476,17 @@ class _Runner:
         return (successor is not None and not cfg.cache.write_intermediate and get_stage(name).can_stream(cfg)
                 and get_stage(successor).accepts_stream)
 
-    def _chain_key(self, upstream: str, name: str) -> str:
-        section = OmegaConf.to_container(self.vc.cfg.calib[name], resolve=True)
-        section.pop("cache", None)        # cache policy never changes results
-        section.pop("logging", None)
-        section.pop("quality_checks", None)
-        return _key(upstream, name, section, _code_hash(get_stage(name)))
+    def _chain_key(self, upstream: str, name: str, inst: str | None) -> str:
+        """Cache key of ``name``: its upstream key, what it reads (:func:`calib_core.plan.stage_inputs`), its code.
+
+        The keys of the outputs it declares reading are part of it too (for a
+        planet stage, those of every instrument).
+        """
+        insts = [inst] if inst is not None else list(self.vc.data.instruments)
+        reads = {f"{s}/{i}": self.keys.get((s, i)) for s in stage_info(name).reads_outputs for i in insts}
+        key = _key(upstream, name, stage_inputs(self.vc.cfg, name), reads, _code_hash(get_stage(name)))
+        self.keys[(name, inst)] = key
+        return key
 
     @staticmethod
     def _as_input(name: str, inp: Any) -> Any:

@@ -22,13 +22,21 @@ Units (:data:`TIME_UNITS`)
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-from astropy import units as u
-from astropy.time import Time, TimeDelta
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astropy.time import Time
+
+# astropy is imported inside the conversions: the config schemas import only the unit names (TIME_UNITS)
 
 __all__ = [
     "TIME_UNITS",
     "ABSOLUTE_UNITS",
+    "check_epoch",
     "parse_epoch",
     "hours_to_unit",
     "unit_to_hours",
@@ -44,7 +52,24 @@ _LABELS = {"hours_since_start": "h since visit start", "bjd_tdb": "BJD_TDB (d)",
            "unix": "UNIX time (s)"}
 
 
-def parse_epoch(start_epoch: str) -> Time:
+#: what :func:`parse_epoch` reads: astropy's ``iso`` / ``isot`` (date; date and hours:minutes; with seconds)
+_EPOCH = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
+
+
+def check_epoch(start_epoch: Any) -> None:
+    """Raise ValueError unless ``start_epoch`` is a date-time :func:`parse_epoch` reads (no astropy needed).
+
+    Used by the config schema, which must validate without importing numerics.
+    """
+    if not isinstance(start_epoch, str) or not _EPOCH.match(start_epoch):
+        raise ValueError(f"expected YYYY-MM-DD[THH:MM[:SS[.fff]]], got {start_epoch!r}")
+    try:
+        datetime.fromisoformat(start_epoch.replace(" ", "T"))
+    except ValueError as exc:
+        raise ValueError(f"{start_epoch!r}: {exc}") from None
+
+
+def parse_epoch(start_epoch: str) -> "Time":
     """The visit start as an astropy :class:`~astropy.time.Time` in the UTC scale.
 
     Parameters
@@ -57,6 +82,8 @@ def parse_epoch(start_epoch: str) -> Time:
     ValueError
         When the string is not an ISO/ISOT date-time.
     """
+    from astropy.time import Time
+
     if not isinstance(start_epoch, str):
         raise ValueError(f"start epoch must be an ISO 8601 UTC string, got {start_epoch!r}")
     return Time(start_epoch, scale="utc", format="isot" if "T" in start_epoch else "iso")
@@ -90,6 +117,8 @@ def hours_to_unit(hours: np.ndarray | float, unit: str, start_epoch: str | None 
     hours = np.asarray(hours, dtype=np.float64)
     if unit == "hours_since_start":
         return hours.copy()
+    from astropy.time import TimeDelta
+
     t = parse_epoch(start_epoch) + TimeDelta(hours * 3600.0, format="sec")
     if unit == "bjd_tdb":
         return np.asarray(t.tdb.jd, dtype=np.float64)
@@ -119,6 +148,9 @@ def unit_to_hours(values: np.ndarray | float, unit: str, start_epoch: str | None
     values = np.asarray(values, dtype=np.float64)
     if unit == "hours_since_start":
         return values.copy()
+    from astropy import units as u
+    from astropy.time import Time
+
     if unit == "bjd_tdb":
         t = Time(values, format="jd", scale="tdb")
     elif unit == "mjd":

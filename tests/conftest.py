@@ -30,18 +30,20 @@ def detector_demo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_stage():
-    """``run(name, inp, cfg, planet, instrument, out_dir, stage_cfgs=None, chunk_frames=16) -> (output, metrics)``.
+    """``run(name, inp, cfg, planet, instrument, out_dir, configs=None, chunk_frames=16) -> (output, metrics)``.
 
     Runs one stage like the chain runner (StageContext + StoreWriter, committed) so
-    stage tests need no profile.  A small ``chunk_frames`` exercises chunk boundaries.
+    stage tests need no profile; ``configs`` holds the other stages' config sections
+    the stage declares reading (``{"adc.conversion": ...}``).  A small
+    ``chunk_frames`` exercises chunk boundaries.
     """
-    from calib_core.frames import StoreWriter
     from calib_core.stages import get_stage
     from calib_core.stages.base import StageContext
+    from calib_core.store import StoreWriter
 
-    def _run(name, inp, cfg, planet, instrument, out_dir, stage_cfgs=None, chunk_frames=16):
+    def _run(name, inp, cfg, planet, instrument, out_dir, configs=None, chunk_frames=16):
         stage = get_stage(name)
-        ctx = StageContext(planet=planet, instrument=instrument, stage_cfgs=stage_cfgs or {name: cfg},
+        ctx = StageContext(planet=planet, instrument=instrument, stage=name, configs=configs or {},
                            chunk_frames=chunk_frames)
         with StoreWriter(out_dir) as writer:
             metrics = stage.run(inp, cfg, ctx, writer)
@@ -59,18 +61,19 @@ def detector_chain(detector_demo, tmp_path_factory, run_stage):
     ``outputs`` / ``metrics`` keyed by ``(stage, instrument)``.
     """
     from calib_core.io import open_planet
-    from calib_core.stages import get_stage
+    from calib_core.stages import stage_schema
     from calib_core.stages.base import RawInput
 
     planet = open_planet(detector_demo)
-    cfgs = {name: get_stage(name).Config() for name in DETECTOR_STAGES}
+    cfgs = {name: stage_schema(name)() for name in DETECTOR_STAGES}
     cfgs["adc"].reference_pixel.use = True
     out_dir = tmp_path_factory.mktemp("detector_chain")
     outputs, metrics = {}, {}
     for inst in ("AIRS-CH0", "FGS1"):
         inp = RawInput(planet, inst)
         for name in DETECTOR_STAGES:
-            out, m = run_stage(name, inp, cfgs[name], planet, inst, out_dir / name / inst, stage_cfgs=cfgs)
+            out, m = run_stage(name, inp, cfgs[name], planet, inst, out_dir / name / inst,
+                               configs={"adc.conversion": cfgs["adc"].conversion})
             outputs[(name, inst)], metrics[(name, inst)] = out, m
             inp = out.frames()
     return {"root": detector_demo, "planet": planet, "cfgs": cfgs, "outputs": outputs, "metrics": metrics}
@@ -78,24 +81,25 @@ def detector_chain(detector_demo, tmp_path_factory, run_stage):
 
 @pytest.fixture(scope="session")
 def check_stage_yaml():
-    """``check(module)``: the stage YAML and its config dataclass agree key for key, default for default."""
+    """``check(name)``: the stage YAML and its config dataclass agree key for key, default for default."""
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
+    from calib_core.stages import stage_info, stage_schema
+
     config_dir = Path(__file__).resolve().parents[1] / "configs" / "calib"
 
-    def _check(module):
-        stage = module.STAGE
-        path = config_dir / f"{stage.name}.yaml"
+    def _check(name):
+        path = config_dir / f"{name}.yaml"
         lines = path.read_text().splitlines()
-        assert lines[0] == f"# @package calib.{stage.name}"
+        assert lines[0] == f"# @package calib.{name}"
         assert all(" # " in line for line in lines[1:] if line.strip()), "every key needs a comment"
         loaded = OmegaConf.load(path)
-        schema = OmegaConf.structured(stage.Config)
+        schema = OmegaConf.structured(stage_schema(name))
         merged = OmegaConf.merge(schema, loaded)
         assert OmegaConf.to_container(merged) == OmegaConf.to_container(schema), "YAML default differs"
         assert OmegaConf.to_container(loaded) == OmegaConf.to_container(schema), "YAML misses or adds keys"
-        assert tuple(loaded.io.values()) == stage.default_io
+        assert tuple(loaded.io.values()) == stage_info(name).default_io
 
     return _check

@@ -25,7 +25,7 @@ from playwright.sync_api import Page, expect
 
 from spectramind_app.views import tab_label
 from calib_core.config import compose_config, config_hash
-from calib_core.stages import get_stage
+from calib_core.stages import stage_info
 
 pytestmark = pytest.mark.browser
 
@@ -129,7 +129,7 @@ def tab(page: Page, stage: str | None):
 def open_tab(page: Page, stage: str | None) -> None:
     tab(page, stage).click()
     if stage is not None:
-        expect(page.locator(f".stage-{stage}")).to_contain_text(get_stage(stage).title)
+        expect(page.locator(f".stage-{stage}")).to_contain_text(stage_info(stage).title)
         expect(page.locator(".cfg-widget").first).to_be_visible()
 
 
@@ -223,9 +223,10 @@ def test_widget_changes_in_three_stages_update_plots_and_badges(app_page, capsys
     expect(badge).to_have_class("qc-badge qc-pass")
     set_input(page, "trace", "quality_checks.median_tolerance", 1e-9)
     expect(page.locator(".stage-trace")).to_contain_text("stale")
-    wait_marker(page, "phase", "stale")
+    wait_marker(page, "trace", "stale")
+    wait_marker(page, "phase", "")          # a QC threshold re-judges trace's gates; no result downstream changes
     click_run(page, 2)
-    wait_marker(page, "phase", "")
+    wait_marker(page, "trace", "")
     expect(badge).to_have_class("qc-badge qc-warn")
     expect(page.locator(".stage-trace")).not_to_contain_text("stale")
     shot(page, "trace_threshold_warn.png")
@@ -255,14 +256,14 @@ def test_rerun_from_a_middle_stage_keeps_upstream_cached(app_page):
     page = app_page
     open_tab(page, "cds")
     button = page.locator(".rerun-stage button")
-    expect(button).to_contain_text(get_stage("cds").title)
+    expect(button).to_contain_text(stage_info("cds").title)
     button.click()
     wait_run(page, 5)
     open_tab(page, None)
     for stage in ("adc", "dark", "flat"):
-        expect(page.locator(".sum-row.sum-cached", has_text=get_stage(stage).title)).to_have_count(2)
+        expect(page.locator(".sum-row.sum-cached", has_text=stage_info(stage).title)).to_have_count(2)
     for stage in ("cds", "photometry", "trace", "phase"):
-        expect(page.locator(".sum-row.sum-ran", has_text=get_stage(stage).title)).to_have_count(2)
+        expect(page.locator(".sum-row.sum-ran", has_text=stage_info(stage).title)).to_have_count(2)
 
 
 def test_export_yaml_holds_the_tuned_profile_and_uploads_back(app_page, tmp_path):

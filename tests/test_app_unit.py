@@ -3,6 +3,8 @@ round trip, invalid values, data-root restriction, rendering of plot data, sessi
 
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ from spectramind_app.views import AppView, gate_level
 from spectramind_app.widgets import field_specs, format_value, parse_value
 from calib_core.chain import run_chain
 from calib_core.config import compose_config, config_hash, opt
-from calib_core.stages import get_stage
+from calib_core.diagnostics import Bars, Histogram, Image, Series, Table
+from calib_core.stages import stage_schema
 from calib_core.stages.base import Gate
 
 
@@ -42,7 +45,7 @@ def ran_state(demo_root, tmp_path_factory):
 
 
 def test_field_specs_follow_the_schema():
-    specs = {s.key: s for s in field_specs(get_stage("adc").Config)}
+    specs = {s.key: s for s in field_specs(stage_schema("adc"))}
     assert specs["enabled"].kind == "bool"
     assert specs["conversion.source"].kind == "choice"
     assert specs["conversion.source"].choices == ("adc_info", "value")
@@ -50,7 +53,7 @@ def test_field_specs_follow_the_schema():
     assert (level.kind, level.start, level.end, level.unit) == ("int", 1, 65535, "DN")
     assert specs["saturation.full_well_e"].kind == "float" and specs["saturation.full_well_e"].start == 0
     assert specs["quality_checks.action_on_fail"].choices == ("warn", "error")
-    for name in get_stage("adc").Config.__dataclass_fields__:
+    for name in stage_schema("adc").__dataclass_fields__:
         assert any(k == name or k.startswith(name + ".") for k in specs), name
 
 
@@ -94,7 +97,7 @@ def test_every_stage_of_every_profile_gets_a_form(demo_root, tmp_path):
         view = AppView(s)
         assert list(view.stage_tabs) == s.stages == s.stages_of(compose_config(f"calib/{profile}"))
         for stage, tab in view.stage_tabs.items():
-            assert set(tab.form.widgets) == {spec.key for spec in field_specs(get_stage(stage).Config)}
+            assert set(tab.form.widgets) == {spec.key for spec in field_specs(stage_schema(stage))}
         s.close()
 
 
@@ -268,31 +271,36 @@ def test_gate_levels():
 
 
 def test_render_every_kind():
-    hist = {"kind": "histogram", "title": "h", "xlabel": "DN", "counts": np.array([1, 0, 5]),
-            "edges": np.arange(4.0), "logy": True}
+    hist = Histogram("h", np.array([1, 0, 5]), np.arange(4.0), xlabel="DN", logy=True)
     assert isinstance(render_element(hist), hv.Histogram)
-    img = {"kind": "image", "title": "i", "data": np.zeros((4, 6)), "xlabel": "col", "ylabel": "row", "clabel": "e-"}
+    img = Image("i", np.zeros((4, 6)), xlabel="col", ylabel="row", clabel="e-")
     assert isinstance(render_element(img), hv.Image)
-    extents = render_element(dict(img, x=[0.0, 2.0], y=[1.0, 5.0]))
+    extents = render_element(dataclasses.replace(img, x=(0.0, 2.0), y=(1.0, 5.0)))
     assert extents.data.shape == (6, 4)
     assert extents.bounds.lbrt() == (0.0, 1.0, 2.0, 5.0)
-    curve = {"kind": "curve", "title": "c", "x": np.arange(5.0), "y": np.ones(5), "yerr": np.full(5, 0.1),
-             "xlabel": "phase", "ylabel": "flux", "label": "binned",
-             "overlay": [{"x": np.arange(5.0), "y": np.zeros(5), "label": "truth"}]}
+    curve = Series("c", np.arange(5.0), np.ones(5), xlabel="phase", ylabel="flux", yerr=np.full(5, 0.1),
+                   label="binned", overlay=[Series("", np.arange(5.0), np.zeros(5), label="truth")])
     overlay = render_element(curve)
     assert isinstance(overlay, hv.Overlay)
     assert {type(el) for el in overlay} >= {hv.Curve, hv.ErrorBars}
-    bars = {"kind": "bars", "title": "b", "x": ["a", "b"], "y": [1, 2]}
+    bars = Bars("b", ["a", "b"], [1, 2])
     assert isinstance(render_element(bars), hv.Bars)
     for plot in (hist, img, curve, bars):
         assert isinstance(render(plot), pn.pane.HoloViews)
-    table = render({"kind": "table", "title": "t", "rows": [["gain", 0.4369], ["<b>", "x"]]})
+    table = render(Table("t", [["gain", 0.4369], ["<b>", "x"]]))
     assert "0.4369" in table.object and "&lt;b&gt;" in table.object
-    unknown = render({"kind": "sankey", "title": "s", "data": np.zeros((1000, 1000))})
+
+    @dataclasses.dataclass
+    class Sankey:
+        title: str
+        data: Any
+        kind = "sankey"
+
+    unknown = render(Sankey("s", np.zeros((1000, 1000))))
     assert "has no renderer" in unknown.object and "array (1000, 1000)" in unknown.object
     assert len(unknown.object) < 2000
-    broken = render({"kind": "curve", "title": "no y"})
-    assert "has no renderer" in broken.object
+    broken = render(Series("no y", np.arange(3.0), None))
+    assert "unrenderable" in broken.object
 
 
 def _figure_models(root: Any) -> tuple[Any, list, Any]:
@@ -310,16 +318,15 @@ def _lengths(sources: list) -> set[int]:
 
 def test_live_plot_puts_new_data_into_the_same_figure():
     x = np.linspace(-0.1, 0.1, 50)
-    plot = {"kind": "curve", "title": "Binned (50)", "x": x, "y": 1 - x ** 2, "yerr": np.full(50, 1e-3),
-            "xlabel": "phase", "ylabel": "flux", "label": "binned",
-            "overlay": [{"x": x, "y": np.ones(50), "label": "model"}]}
+    plot = Series("Binned (50)", x, 1 - x ** 2, xlabel="phase", ylabel="flux", yerr=np.full(50, 1e-3),
+                  label="binned", overlay=[Series("", x, np.ones(50), label="model")])
     live = LivePlot(plot)
     root = live.pane.get_root()
     figure, sources, title = _figure_models(root)
     assert title.text == "Binned (50)" and _lengths(sources) == {50}
     x2 = np.linspace(2.0, 3.0, 17)
-    new = dict(plot, title="Binned (17)", x=x2, y=1 - x2 ** 2, yerr=np.full(17, 1e-3),
-               overlay=[{"x": x2, "y": np.ones(17), "label": "model"}])
+    new = dataclasses.replace(plot, title="Binned (17)", x=x2, y=1 - x2 ** 2, yerr=np.full(17, 1e-3),
+                              overlay=[Series("", x2, np.ones(17), label="model")])
     element = live.prepare(new)
     assert element is not None
     live.show(element)
@@ -329,31 +336,30 @@ def test_live_plot_puts_new_data_into_the_same_figure():
     assert _lengths(sources) == {17}
     assert figure.x_range.start >= 1.9 and figure.x_range.end <= 3.1                # ranges follow the data
     # another layout (a layer label, error bars, the axis labels, the kind) is not put into this figure
-    assert live.prepare(dict(new, overlay=[{"x": x2, "y": np.ones(17), "label": "truth"}])) is None
-    assert live.prepare(dict(new, yerr=None)) is None
-    assert live.prepare(dict(new, xlabel="time")) is None
-    assert live.prepare(dict(new, kind="bars")) is None
-    assert live.prepare(dict(new, y=None)) is None                                   # unrenderable
-    assert plot_layout(new) == plot_layout(plot) != plot_layout(dict(plot, logy=True))
+    assert live.prepare(dataclasses.replace(new, overlay=[Series("", x2, np.ones(17), label="truth")])) is None
+    assert live.prepare(dataclasses.replace(new, yerr=None)) is None
+    assert live.prepare(dataclasses.replace(new, xlabel="time")) is None
+    assert live.prepare(Bars("b", ["a"], [1])) is None
+    assert live.prepare(dataclasses.replace(new, y=None)) is None                   # unrenderable
+    assert plot_layout(new) == plot_layout(plot) != plot_layout(Histogram("h", [1], [0.0, 1.0]))
 
 
 def test_live_plot_colour_ranges_and_categories_follow_new_data():
     from bokeh.models import LinearColorMapper, Plot
 
-    image = {"kind": "image", "title": "i", "data": np.arange(12.0).reshape(3, 4), "xlabel": "col",
-             "ylabel": "row", "clabel": "e-"}
+    image = Image("i", np.arange(12.0).reshape(3, 4), xlabel="col", ylabel="row", clabel="e-")
     live = LivePlot(image)
     root = live.pane.get_root()
     mapper = next(m for m in root.references() if isinstance(m, LinearColorMapper))
     figure = next(m for m in root.references() if isinstance(m, Plot))
     assert (mapper.low, mapper.high) == (0, 11)
-    live.show(live.prepare(dict(image, data=100 + np.arange(30.0).reshape(5, 6))))
+    live.show(live.prepare(dataclasses.replace(image, data=100 + np.arange(30.0).reshape(5, 6))))
     assert (mapper.low, mapper.high) == (100, 129)
     assert (figure.x_range.end, figure.y_range.end) == (6, 5)
-    bars = {"kind": "bars", "title": "b", "x": ["a", "b"], "y": [1, 2]}
+    bars = Bars("b", ["a", "b"], [1, 2])
     live = LivePlot(bars)
     figure = next(m for m in live.pane.get_root().references() if isinstance(m, Plot))
-    live.show(live.prepare(dict(bars, x=["c", "d", "e"], y=[5, 9, 1])))
+    live.show(live.prepare(dataclasses.replace(bars, labels=["c", "d", "e"], values=[5, 9, 1])))
     assert list(figure.x_range.factors) == ["c", "d", "e"] and figure.y_range.end > 9
 
 
@@ -376,7 +382,7 @@ def test_rerun_updates_a_tabs_figures_in_place(demo_root, tmp_path):
     assert [(f, s) for f, s, _ in after] == [(f, s) for f, s, _ in before]       # same figures and sources
     curve = next(models for models in after if models[2].text.startswith("Binned white light"))
     assert 37 in _lengths(curve[1]) and nbins not in _lengths(curve[1])
-    expected = [item["title"] for item in state.diagnostics("phase") if item["kind"] != "table"]
+    expected = [item.title for item in state.diagnostics("phase") if not isinstance(item, Table)]
     assert [models[2].text for models in after] == expected
     state.close()
 

@@ -12,7 +12,7 @@ import pytest
 from calib_core import chain
 from calib_core.chain import run_chain
 from calib_core.config import compose_config
-from calib_core.frames import load_output
+from calib_core.store import load_output
 from calib_core.stages import QCError, get_stage
 
 
@@ -33,11 +33,11 @@ def test_run_dir_contract(nominal_run):
         assert (rd / name).is_file(), name
     for stage in ("adc", "dark", "flat", "cds"):
         out = rd / "calib" / stage / "AIRS-CH0"
-        for field in ("data.npy", "dq.npy", "var.npy", "meta.json"):
+        for field in ("data.npy", "dq.npy", "var.npy", "frame_time_s.npy", "meta.json"):
             assert (out / field).is_file(), out / field
         meta = json.loads((out / "meta.json").read_text())
         n = meta["fields"]["data"]["shape"][0]
-        assert len(meta["frame_time_s"]) == n
+        assert meta["fields"]["frame_time_s"]["shape"] == [n]
         assert meta["fields"]["data"]["dtype"] == "float32"
         assert "wavelength_um" in meta
     cds = load_output(rd / "calib" / "cds" / "AIRS-CH0")
@@ -152,15 +152,16 @@ def test_code_hash_covers_the_kernels_and_shared_helpers_a_stage_uses(monkeypatc
     """Editing a kernel or a shared helper (not only the stage's own module) must invalidate cached outputs."""
     adc = get_stage("adc")
     used = chain._code_modules(type(adc).__module__)
-    assert {"calib_core.stages.adc", "calib_core.kernels", "calib_core.stages.common", "calib_core.dq"} <= set(used)
+    assert {"calib_core.stages.adc.step", "calib_core.stages.adc.convert", "calib_core.stages.pixels",
+            "calib_core.dq"} <= set(used)
     before = chain._code_hash(adc)
     real = inspect.getsource
 
     def edited(obj):
         text = real(obj)
-        return text + "\n# edited\n" if getattr(obj, "__name__", "") == "calib_core.kernels" else text
+        return text + "\n# edited\n" if getattr(obj, "__name__", "") == "calib_core.stages.pixels" else text
 
     monkeypatch.setattr(chain.inspect, "getsource", edited)
     assert chain._code_hash(adc) != before
     # a module the stage does not use leaves its key alone
-    assert "calib_core.stages.photometry" not in used
+    assert "calib_core.stages.photometry.step" not in used

@@ -7,8 +7,7 @@ import pytest
 
 import json
 
-from calib_core.frames import FramePlane, StoreWriter, dumps_json, load_output
-from calib_core.stages.common import release_pages
+from calib_core.store import FramePlane, StoreWriter, atomic_write_json, load_output, release_pages
 
 
 def test_frame_plane_matches_an_in_memory_array(tmp_path):
@@ -101,22 +100,11 @@ def test_dropped_frames_needs_every_pixel_dropped():
     assert dropped_frames(np.zeros((0, 2, 2), np.uint16)).size == 0
 
 
-def test_json_keeps_long_number_lists_on_one_line_and_round_trips():
-    obj = {"frame_time_s": np.arange(1000) * 0.1, "read_kind": np.zeros(100, np.int8), "short": [1, 2, 3],
-           "nested": {"values": [0.5] * 50 + [float("nan")], "rows": [[1, 2]] * 40}, "n": np.int64(7),
-           "names": ["a\x00b", "c"], "\x000\x00": 1}
-    text = dumps_json(obj)
-    back = json.loads(text)
-    assert back["frame_time_s"] == (np.arange(1000) * 0.1).tolist() and back["read_kind"] == [0] * 100
-    assert back["short"] == [1, 2, 3] and back["n"] == 7 and back["names"] == ["a\x00b", "c"]
-    assert back["\x000\x00"] == 1                                    # a key that looks like a marker
-    assert back["nested"]["values"][:50] == [0.5] * 50 and np.isnan(back["nested"]["values"][50])
-    assert back["nested"]["rows"] == [[1, 2]] * 40
-    without_nul = {k: v for k, v in obj.items() if "\x00" not in k and k != "names"}   # (NUL: plain encoding)
-    lines = dumps_json(without_nul).splitlines()
-    assert json.loads("\n".join(lines)) == json.loads(json.dumps(without_nul, default=lambda o: o.tolist()))
-    assert any(line.startswith(' "frame_time_s": [0.0, 0.1') for line in lines)   # long lists: one line each
-    assert any(line.startswith('  "values": [0.5, 0.5') and line.endswith("NaN],") for line in lines)
-    assert ' "short": [' in lines and "  1," in lines                  # short ones indented as before
-    tricky = {"\x000\x00": 1, "t": list(range(100))}                    # only a key that looks like a marker
-    assert json.loads(dumps_json(tricky)) == tricky
+def test_json_round_trips_numpy_values_and_nan(tmp_path):
+    obj = {"time": np.arange(5) * 0.1, "kind": np.zeros(3, np.int8), "n": np.int64(7), "x": float("nan"),
+           "nested": {"rows": [[1, 2]] * 3}, "path": tmp_path}
+    atomic_write_json(tmp_path / "a.json", obj)
+    back = json.loads((tmp_path / "a.json").read_text())
+    assert back["time"] == (np.arange(5) * 0.1).tolist() and back["kind"] == [0, 0, 0] and back["n"] == 7
+    assert np.isnan(back["x"]) and back["nested"]["rows"] == [[1, 2]] * 3 and back["path"] == str(tmp_path)
+    assert not list(tmp_path.glob(".*tmp"))                       # the temporary file was renamed into place

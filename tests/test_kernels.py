@@ -12,9 +12,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calib_core import kernels
+from calib_core import dq
+from calib_core.stages.adc import convert as adc_convert
+from calib_core.stages.adc import reference as adc_reference
+from calib_core.stages.cds import cosmic_rays as cds_cosmic_rays
+from calib_core.stages.cds import difference as cds_difference
+from calib_core.stages.dark import repair as dark_repair
+from calib_core.stages.dark import subtract as dark_subtract
+from calib_core.stages.flat import divide as flat_divide
+from calib_core.stages import pixels
+from oracles import detector as oracle
 from calib_core.dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
-from calib_core.stages import adc, cds, common, dark, flat
 
 H, W = 6, 9
 NPX = H * W
@@ -46,15 +54,15 @@ def test_adc_convert_equals_the_numpy_steps(linearise, reference):
     coeffs[3] = 1.2e-11
     read_var = rng.uniform(100, 200, (H, W)).astype(np.float32)
     lo, hi, full_well, cmin, cmax = -500.0, 1.0e5, 1.3e5, -1.0e4, 1.2e5
-    ref_cols = adc.reference_columns(W, 2) if reference else None
+    ref_cols = adc_reference.reference_columns(W, 2) if reference else None
 
     # the NumPy statement of the stage
-    e = adc.dn_to_electrons(raw, gain=gain, offset=offset)
-    dq, dropped = adc.raw_dq(raw, level_dn=65535)
+    e = oracle.dn_to_electrons(raw, gain=gain, offset=offset)
+    dq, dropped = oracle.raw_dq(raw, level_dn=65535)
     live = ~dropped
     n_nonlinear, max_corr = 0, 0.0
     if linearise:
-        lin = adc.linearize(e, coeffs)
+        lin = oracle.linearize(e, coeffs)
         outside = (e < lo) | (e > hi)
         outside[dropped] = False
         dq[outside] |= int(DQ.NONLINEAR)
@@ -67,21 +75,21 @@ def test_adc_convert_equals_the_numpy_steps(linearise, reference):
         dq[:, :, ref_cols] |= int(DQ.REFERENCE)
     clipped = ((e < cmin) | (e > cmax)) & live[:, None, None]
     e = np.clip(e, cmin, cmax)
-    var = adc.adc_variance(e, read_var)
+    var = oracle.adc_variance(e, read_var)
     e[dropped] = var[dropped] = np.nan
-    n_nonfinite = common.flag_nonfinite(e, dq)
-    means = common.usable_frame_means(e, dq)
+    n_nonfinite = oracle.flag_nonfinite(e, dq)
+    means = oracle.usable_frame_means(e, dq)
 
     # the kernel
     data_k = np.empty((n, NPX), np.float32)
     var_k, dq_k = np.empty_like(data_k), np.empty((n, NPX), DQ_DTYPE)
     dropped_k, means_k = np.zeros(n, bool), np.empty(n)
-    counts, corr_k = np.zeros(len(kernels.ADC_COUNTS), np.int64), np.zeros(1)
+    counts, corr_k = np.zeros(len(adc_convert.ADC_COUNTS), np.int64), np.zeros(1)
     dn_hist, dq_hist = np.zeros(1 << 16, np.int64), np.zeros(1 << 16, np.int64)
     coeffs_k = coeffs.reshape(6, -1) if linearise else np.zeros((0, NPX), np.float32)
     ref_px = np.broadcast_to(ref_cols, (H, W)).reshape(-1).copy() if reference else np.zeros(0, bool)
     f32 = np.float32
-    n_hist = kernels.adc_convert(raw.reshape(n, -1), f32(gain), f32(offset), 65535, True, coeffs_k, f32(lo), f32(hi),
+    n_hist = adc_convert.adc_convert(raw.reshape(n, -1), f32(gain), f32(offset), 65535, True, coeffs_k, f32(lo), f32(hi),
                                  f32(full_well), True, f32(cmin), f32(cmax), read_var.reshape(-1), ref_px, 4,
                                  data_k, var_k, dq_k, dropped_k, means_k, counts, corr_k, dn_hist, dq_hist)
 
@@ -90,7 +98,7 @@ def test_adc_convert_equals_the_numpy_steps(linearise, reference):
     np.testing.assert_allclose(data_k.reshape(e.shape), e, rtol=1e-6)
     np.testing.assert_allclose(var_k.reshape(var.shape), var, rtol=1e-6)
     np.testing.assert_allclose(means_k, means, rtol=1e-9)
-    got = dict(zip(kernels.ADC_COUNTS, counts.tolist()))
+    got = dict(zip(adc_convert.ADC_COUNTS, counts.tolist()))
     assert got == {"n_raw_pixels": int(live.sum()) * NPX, "n_zero": int((dq & DQ.ADC_FLOOR).astype(bool).sum()),
                    "n_raw_saturated": int((raw[live] >= 65535).sum()), "n_nonlinear": n_nonlinear,
                    "n_clamped": int(clipped.sum()), "n_nonfinite": n_nonfinite}
@@ -119,15 +127,15 @@ def test_adc_finish_equals_adc_convert_on_converted_electrons():
 
     def fresh():
         return (np.empty((n, NPX), np.float32), np.empty((n, NPX), np.float32), np.empty((n, NPX), DQ_DTYPE),
-                np.zeros(n, bool), np.empty(n), np.zeros(len(kernels.ADC_COUNTS), np.int64), np.zeros(1),
+                np.zeros(n, bool), np.empty(n), np.zeros(len(adc_convert.ADC_COUNTS), np.int64), np.zeros(1),
                 np.zeros(1 << 16, np.int64), np.zeros(1 << 16, np.int64))
 
     one = fresh()
-    kernels.adc_convert(raw, f32(0.4369), f32(-1000), 65535, True, *limits, 0, *one)
+    adc_convert.adc_convert(raw, f32(0.4369), f32(-1000), 65535, True, *limits, 0, *one)
     two = fresh()
     data, var, dq, dropped, means, counts, corr, dn_hist, dq_hist = two
-    kernels.adc_convert(raw, f32(0.4369), f32(-1000), 65535, False, *limits, 0, *two)
-    kernels.adc_finish(data, dq, dropped, *limits, var, means, counts, corr, dq_hist)
+    adc_convert.adc_convert(raw, f32(0.4369), f32(-1000), 65535, False, *limits, 0, *two)
+    adc_convert.adc_finish(data, dq, dropped, *limits, var, means, counts, corr, dq_hist)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
 
@@ -158,17 +166,17 @@ def test_dark_frames_equal_the_numpy_steps(scale):
     # a hot pixel whose every neighbour is hot, dead or edge cannot be repaired
     hot_all = hot.copy()
     hot_all[0:2, 0:2] = True
-    table = dark.neighbour_table(hot_all, ~hot_all & ~dead)
+    table = dark_repair.neighbour_table(hot_all, ~hot_all & ~dead)
 
     # NumPy statement: subtract, flag, repair from the neighbour medians, flag non-finite, first-read means
     d, v, q = data.copy(), var.copy(), dq.copy()
     usable = (q & DO_NOT_USE_MASK) == 0
     n_bad = int((~np.isfinite(d) & usable).sum())
-    dark.subtract_dark(d, rate, exptime if scale else None)
+    oracle.subtract_dark(d, rate, exptime if scale else None)
     q[:, hot_all] |= int(DQ.HOT)
     donors = (q[:, table.nbr_rows, table.nbr_cols] & DO_NOT_USE_MASK) == 0
-    new_d, count = dark.neighbour_median(d, table, donors)
-    new_v, _ = dark.neighbour_median(v, table, donors)
+    new_d, count = oracle.neighbour_median(d, table, donors)
+    new_v, _ = oracle.neighbour_median(v, table, donors)
     ok = count > 0
     rr, cc = table.rows, table.cols
     live = (q[:, rr, cc] & DQ.DROPPED) == 0
@@ -176,13 +184,13 @@ def test_dark_frames_equal_the_numpy_steps(scale):
     v[:, rr, cc] = np.where(ok, new_v, v[:, rr, cc])
     q[:, rr, cc] |= np.where(ok, DQ.REPAIRED, DQ.HOT).astype(DQ_DTYPE)
     n_unrepaired = int((~ok & live).sum())
-    n_nonfinite = common.flag_nonfinite(d, q)
-    means = np.where(first_read, common.usable_frame_means(d, q), np.nan)
+    n_nonfinite = oracle.flag_nonfinite(d, q)
+    means = np.where(first_read, oracle.usable_frame_means(d, q), np.nan)
 
     k_d, k_v, k_q = (a.copy().reshape(n, -1) for a in (data, var, dq))
-    counts, k_means, hist = np.zeros(len(kernels.FRAME_COUNTS), np.int64), np.empty(n), np.zeros(1 << 16, np.int64)
+    counts, k_means, hist = np.zeros(len(pixels.FRAME_COUNTS), np.int64), np.empty(n), np.zeros(1 << 16, np.int64)
     hot_bits = hot_all.reshape(-1).astype(DQ_DTYPE) * DQ_DTYPE(DQ.HOT)
-    kernels.dark_frames(k_d, k_v, k_q, 100, rate.reshape(-1),
+    dark_subtract.dark_frames(k_d, k_v, k_q, 100, rate.reshape(-1),
                         exptime.astype(np.float32) if scale else np.empty(0, np.float32), hot_bits,
                         (rr * W + cc).astype(np.int64), (table.nbr_rows * W + table.nbr_cols).astype(np.int64),
                         table.valid, first_read, k_means, counts, hist)
@@ -190,7 +198,7 @@ def test_dark_frames_equal_the_numpy_steps(scale):
     np.testing.assert_array_equal(k_d.reshape(d.shape), d)
     np.testing.assert_array_equal(k_v.reshape(v.shape), v)
     np.testing.assert_allclose(k_means, means, rtol=1e-9)
-    got = dict(zip(kernels.FRAME_COUNTS, counts.tolist()))
+    got = dict(zip(pixels.FRAME_COUNTS, counts.tolist()))
     assert got == {"n_bad_input": n_bad, "first_bad_frame": 103, "n_nonfinite": n_nonfinite,
                    "n_unrepaired": n_unrepaired}
     assert n_unrepaired > 0 and ok.any()
@@ -209,15 +217,15 @@ def test_flat_frames_equal_the_numpy_steps():
     d, v, q = data.copy(), var.copy(), dq.copy()
     n_bad = int((~np.isfinite(d) & ((q & DO_NOT_USE_MASK) == 0)).sum())
     with np.errstate(over="ignore"):
-        flat.apply_flat(d, v, flat_map)
+        oracle.apply_flat(d, v, flat_map)
         inv = (1.0 / flat_map.astype(np.float64)).astype(np.float32).reshape(-1)
         inv2 = inv * inv
     q |= static
-    n_nonfinite = common.flag_nonfinite(d, q)
+    n_nonfinite = oracle.flag_nonfinite(d, q)
 
     k_d, k_v, k_q = (a.copy().reshape(n, -1) for a in (data, var, dq))
-    counts, hist = np.zeros(len(kernels.FRAME_COUNTS), np.int64), np.zeros(1 << 16, np.int64)
-    kernels.flat_frames(k_d, k_v, k_q, 0, inv, inv2, static.reshape(-1), counts, hist)
+    counts, hist = np.zeros(len(pixels.FRAME_COUNTS), np.int64), np.zeros(1 << 16, np.int64)
+    flat_divide.flat_frames(k_d, k_v, k_q, 0, inv, inv2, static.reshape(-1), counts, hist)
     np.testing.assert_array_equal(k_d.reshape(d.shape), d)
     np.testing.assert_array_equal(k_v.reshape(v.shape), v)
     np.testing.assert_array_equal(k_q.reshape(q.shape), q)
@@ -240,12 +248,12 @@ def test_cds_pairs_equal_the_numpy_steps():
     static_good = np.ones((H, W), bool)
     static_good[0, 3] = False
 
-    d, v, q = cds.cds_difference(sig_d, sig_v, sig_q, first_d, first_v, first_q, read_var)
-    ok = has_first & ~cds.dropped_frames(sig_q) & ~cds.dropped_frames(first_q)
+    d, v, q = oracle.cds_difference(sig_d, sig_v, sig_q, first_d, first_v, first_q, read_var)
+    ok = has_first & ~dq.dropped_frames(sig_q) & ~dq.dropped_frames(first_q)
     q[~has_first] = sig_q[~has_first]
     d[~ok] = v[~ok] = np.nan
     q[~ok] |= int(DQ.UNPAIRED)
-    n_nonfinite = common.flag_nonfinite(d, q)
+    n_nonfinite = oracle.flag_nonfinite(d, q)
     counted = static_good[None] & ok[:, None, None]
     use = counted & ((q & DO_NOT_USE_MASK) == 0)
     row_flux = np.where(use, d, 0).sum(axis=2, dtype=np.float64)
@@ -261,10 +269,10 @@ def test_cds_pairs_equal_the_numpy_steps():
     sig_rows, first_rows = where[:m], where[m:]
     k_d, k_v = np.empty((m, NPX), np.float32), np.empty((m, NPX), np.float32)
     k_q, paired, k_flux = np.empty((m, NPX), DQ_DTYPE), np.zeros(m, bool), np.zeros((m, H))
-    counts = np.zeros(len(kernels.FRAME_COUNTS), np.int64)
+    counts = np.zeros(len(pixels.FRAME_COUNTS), np.int64)
     for room in (0, 64):                         # too small a gap array first: the count says how many
         gaps = np.empty((room, 2), np.int64)
-        n_gap = kernels.cds_pairs(*block, sig_rows, *block, first_rows, has_first, 2 * read_var.reshape(-1),
+        n_gap = cds_difference.cds_pairs(*block, sig_rows, *block, first_rows, has_first, 2 * read_var.reshape(-1),
                                   static_good.reshape(-1), W, 10, k_d, k_v, k_q, paired, k_flux, counts, gaps)
         assert n_gap == gap_t.size > 0
     np.testing.assert_array_equal(paired, ok)
@@ -281,7 +289,7 @@ def test_dq_tally_counts_every_value():
     """``DqTally.add`` (tested against ``count_bits`` with the ADC tests) runs this kernel."""
     dq = np.random.default_rng(8).choice(np.array([0, 0, 0, 1, 6, 4096, 1032], DQ_DTYPE), size=(5, H, W))
     hist = np.zeros(1 << 16, np.int64)
-    kernels.dq_tally(dq.reshape(-1), hist)
+    pixels.dq_tally(dq.reshape(-1), hist)
     np.testing.assert_array_equal(hist, _tally(dq))
 
 
@@ -301,16 +309,16 @@ def test_cosmic_ray_hits_equal_detect_cosmic_rays(window, core):
     dq[:, 7] = DQ.DEAD                                               # a pixel never usable
     x[3, 9] = np.nan                                                 # non-finite and not flagged
     usable = ((dq & DO_NOT_USE_MASK) == 0) & np.isfinite(x)
-    stats = cds.pixel_stats(x, usable, var, window=window)
+    stats = oracle.pixel_stats(x, usable, var, window=window)
     stats.scale[11] = 0.0                                            # a pixel that is never tested
-    want = cds.detect_cosmic_rays(x, usable, var, window=window, sigma=6.0, stats=stats, core=core)
+    want = oracle.detect_cosmic_rays(x, usable, var, window=window, sigma=6.0, stats=stats, core=core)
     assert want.times.size > 10
 
-    threshold = cds.spike_threshold(stats, 6.0)
+    threshold = cds_cosmic_rays.spike_threshold(stats, 6.0)
     scratch = np.empty((n, m), np.float32), np.empty((n, m), bool)
     for room in (0, want.times.size):                                # too little room first: the count says how many
         hits = [np.empty(room, np.int64), np.empty(room, np.int64), *(np.empty(room, np.float32) for _ in range(3))]
-        n_hit = kernels.cosmic_ray_hits(x, var, dq, core.start, core.stop, stats.level, stats.var_level, threshold,
+        n_hit = cds_cosmic_rays.cosmic_ray_hits(x, var, dq, core.start, core.stop, stats.level, stats.var_level, threshold,
                                         window // 2, *scratch, *hits)
         assert n_hit == want.times.size
     np.testing.assert_array_equal(scratch[1], usable)

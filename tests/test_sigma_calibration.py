@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from calib_core.config.base import ConfigError
-from calib_core.frames import StoreWriter
 from calib_core.io import DataLayoutError
 from calib_core.sigma.corel import (
     build_graph,
@@ -32,8 +31,10 @@ from calib_core.sigma.metrics import evaluate, z_scores
 from calib_core.sigma.model import SigmaModel, fit_model, load_model, save_model
 from calib_core.sigma.predictions import InputError
 from calib_core.sigma.temperature import fit_temperature, solve_regularised, temperature_objective
-from calib_core.stages.base import StageContext
-from calib_core.stages.top_level_calib import STAGE, TopLevelCalibConfig
+from calib_core.stages.top_level_calib.config import TopLevelCalibConfig
+from calib_core.stages.top_level_calib.step import STAGE
+from calib_core.store import StoreWriter
+from stagectx import Setting
 
 B = 283
 BINS = np.arange(B)
@@ -230,10 +231,10 @@ def _depths(tmp_path, mu, sigma, planet_id=77):
         return writer.commit({"planet_id": planet_id})
 
 
-def _run(tmp_path, cfg, inp, planet, upstream=None):
-    ctx = StageContext(planet=planet, instrument=None, stage_cfgs={"top_level_calib": cfg},
-                       upstream=upstream or {})
+def _run(tmp_path, cfg, inp, planet):
+    ctx = Setting(planet, None, {"top_level_calib": cfg})
     with StoreWriter(tmp_path / "calib" / "top_level_calib" / "planet") as writer:
+        ctx = ctx.context("top_level_calib")
         metrics = STAGE.run(inp, cfg, ctx, writer)
         out = writer.commit({"metrics": metrics})
     json.dumps(metrics)
@@ -256,7 +257,7 @@ def test_stage_temperature_in_sample(tmp_path):
     y, mu, sigma = synthetic(1, 2.0, seed=5)
     cfg = _cfg(method="temperature")
     depths = _depths(tmp_path, mu[0], sigma[0])
-    metrics, out, ctx = _run(tmp_path, cfg, None, FakePlanet(y[0]), upstream={("depths", None): depths})
+    metrics, out, ctx = _run(tmp_path, cfg, depths, FakePlanet(y[0]))
     assert metrics["fitted_on"] == "this planet (in-sample)"
     assert metrics["model"]["details"]["T"] == pytest.approx(2.0, rel=0.1)
     np.testing.assert_allclose(out.fields["sigma"], sigma[0] * metrics["model"]["details"]["T"])
@@ -267,8 +268,10 @@ def test_stage_temperature_in_sample(tmp_path):
     gates = STAGE.gates(metrics, cfg)
     assert {g.name for g in gates} == {"coverage_68_min", "coverage_68_max", "abs_z_mean"}
     assert all(g.passed for g in gates)
-    kinds = [p["kind"] for p in STAGE.diagnostics(out, metrics, ctx)]
-    assert kinds == ["table", "curve", "histogram", "curve", "curve"]
+    plots = STAGE.diagnostics(out, metrics, ctx)
+    assert [p.kind for p in plots] == ["table", "curve", "curve", "curve", "curve"]
+    z_hist = plots[2]                                   # before / after / N(0, 1) counts over the z bins
+    assert [z_hist.label] + [o.label for o in z_hist.overlay] == ["before", "after", "N(0, 1)"]
 
 
 def test_stage_applies_model_path_without_labels(tmp_path):
@@ -283,7 +286,7 @@ def test_stage_applies_model_path_without_labels(tmp_path):
     assert metrics["has_labels"] is False and "after" not in metrics
     assert metrics["fitted_on"].startswith("model ")
     assert STAGE.gates(metrics, cfg) == []
-    assert [p["title"] for p in STAGE.diagnostics(out, metrics, ctx)] == ["COREL per-bin sigma scale"]
+    assert [p.title for p in STAGE.diagnostics(out, metrics, ctx)] == ["COREL per-bin sigma scale"]
     wrong = _cfg(method="temperature", model_path=str(tmp_path / "model.json"))
     with pytest.raises(ConfigError, match="fitted with method 'corel'"):
         _run(tmp_path, wrong, _depths(tmp_path, mu[0], sigma[0]), FakePlanet(None))

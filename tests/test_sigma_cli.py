@@ -17,7 +17,7 @@ from calib_core.config.compose import CONFIG_DIR, compose_config, validate_confi
 from calib_core.sigma.cli import load_config, main
 from calib_core.sigma.model import load_model
 from calib_core.sigma.predictions import read_predictions
-from calib_core.stages.top_level_calib import TopLevelCalibConfig
+from calib_core.stages.top_level_calib.config import TopLevelCalibConfig
 
 B = 283
 YAML = CONFIG_DIR / "calib" / "top_level_calib.yaml"

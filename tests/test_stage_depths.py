@@ -10,8 +10,8 @@ import pytest
 
 from calib_core.config import ConfigError
 from calib_core.config.base import check_constraints
-from calib_core.stages import depths
-from calib_core.stages.base import StageContext
+from calib_core.stages.depths import step as depths
+from stagectx import Setting
 from calib_core.transit import (
     LD_FLUX_WEIGHTS,
     Geometry,
@@ -37,8 +37,7 @@ def chains(tmp_path_factory):
 
 def _rerun_depths(chain: dict, cfg: depths.DepthsConfig, path):
     """The depths stage alone on a chain's stored phase/trace outputs."""
-    ctx = StageContext(planet=chain["visit"]["planet"], instrument=None, stage_cfgs={"depths": cfg},
-                       upstream=chain["outputs"])
+    ctx = Setting(chain["visit"]["planet"], None, {"depths": cfg}, chain["outputs"])
     inp = {i: chain["outputs"][("phase", i)] for i in INSTRUMENTS}
     return run_stage(depths.STAGE, inp, cfg, ctx, path)
 
@@ -49,7 +48,7 @@ def _rerun_depths(chain: dict, cfg: depths.DepthsConfig, path):
 
 
 def test_depths_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml(depths)
+    check_stage_yaml("depths")
 
 
 @pytest.mark.parametrize("path, value, fragment", [
@@ -220,13 +219,13 @@ def test_output_layout_and_diagnostics(chains):
     np.testing.assert_allclose(f["wavelength_um"], chain["visit"]["wavelength"])     # FGS1, then AIRS ascending
     assert f["instrument"].tolist() == [0] + [1] * 282 and out.meta["instruments"] == list(INSTRUMENTS)
     assert np.all(f["sigma"] > 0) and not f["filled"].any()
-    plots = depths.STAGE.diagnostics(out, chain["metrics"]["depths"], chain["ctx"])
+    plots = depths.STAGE.diagnostics(out, chain["metrics"]["depths"], chain["ctx"].context("depths"))
     spectrum = plots[0]
-    assert spectrum["yerr"] is f["sigma"] or np.allclose(spectrum["yerr"], f["sigma"])
-    assert spectrum["overlay"][0]["label"] == "truth"
-    assert any(p["kind"] == "histogram" for p in plots)
-    white = [p for p in plots if p["title"].startswith("White light")]
-    assert len(white) == 4 and all(len(p["x"]) <= 400 for p in white)
+    assert spectrum.yerr is f["sigma"] or np.allclose(spectrum.yerr, f["sigma"])
+    assert spectrum.overlay[0].label == "truth"
+    assert any(p.kind == "histogram" for p in plots)
+    white = [p for p in plots if p.title.startswith("White light")]
+    assert len(white) == 4 and all(len(p.x) <= 400 for p in white)
 
 
 def test_recovered_limb_darkening_follows_the_truth(chains):

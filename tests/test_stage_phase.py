@@ -11,8 +11,9 @@ from astropy import units as u
 from astropy.time import Time, TimeDelta
 
 from calib_core.config import ConfigError, compose_config
-from calib_core.stages import phase, trace
-from calib_core.stages.base import StageContext
+from calib_core.stages.phase import step as phase
+from calib_core.stages.trace import step as trace
+from stagectx import Setting
 from calib_core.timeutil import TIME_UNITS, hours_to_unit, unit_to_hours
 from test_stage_trace import FakePlanet, run_stage, simulate_visit, write_series
 
@@ -31,7 +32,7 @@ def traced(visit, tmp_path_factory):
     cfg = trace.TraceConfig()
     out = {}
     for inst in ("FGS1", "AIRS-CH0"):
-        ctx = StageContext(planet=visit["planet"], instrument=inst, stage_cfgs={"trace": cfg})
+        ctx = Setting(visit["planet"], inst, {"trace": cfg})
         out[inst], _ = run_stage(trace.STAGE, write_series(visit["series"][inst], root / inst), cfg, ctx,
                                  root / "trace" / inst)
     return out
@@ -50,7 +51,7 @@ def _lightkurve():
 
 
 def test_phase_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml(phase)
+    check_stage_yaml("phase")
 
 
 @pytest.mark.parametrize("overrides, key, fragment", [
@@ -215,7 +216,7 @@ def test_counts_exclude_nan_and_flagged_samples_and_flags_mark_sparse_bins():
 
 
 def _run_phase(traced, visit, inst, cfg, tmp_path, planet=None):
-    ctx = StageContext(planet=planet or visit["planet"], instrument=inst, stage_cfgs={"phase": cfg})
+    ctx = Setting(planet or visit["planet"], inst, {"phase": cfg})
     return run_stage(phase.STAGE, traced[inst], cfg, ctx, tmp_path / inst)
 
 
@@ -237,8 +238,8 @@ def test_stage_estimates_t0_windows_and_coverage(traced, visit, tmp_path):
         assert all(gate.passed for gate in phase.STAGE.gates(metrics, cfg))
         in_transit = (f["binned_phase"] > f["windows"][1]) & (f["binned_phase"] < f["windows"][2])
         assert np.nanmean(f["binned_flux"][in_transit]) < 1 - 0.8 * visit["depth"][1]
-        plots = phase.STAGE.diagnostics(out, metrics, StageContext(planet=None, instrument=inst, stage_cfgs={}))
-        assert plots[0]["kind"] == "curve" and len(plots[0]["yerr"]) == 200
+        plots = phase.STAGE.diagnostics(out, metrics, Setting(None, inst, {}).context("phase"))
+        assert plots[0].kind == "curve" and len(plots[0].yerr) == 200
 
 
 def test_sparse_bins_fail_coverage_but_the_white_light_is_still_drawn(traced, visit, tmp_path):
@@ -249,9 +250,9 @@ def test_sparse_bins_fail_coverage_but_the_white_light_is_still_drawn(traced, vi
     assert (np.asarray(out.fields["phase_flags"]) & int(phase.PhaseFlag.LOW_COUNT)).all()
     assert metrics["coverage_frac"] == 0.0
     assert not next(g for g in phase.STAGE.gates(metrics, cfg) if g.name == "coverage_frac").passed
-    white = phase.STAGE.diagnostics(out, metrics, StageContext(planet=None, instrument="FGS1", stage_cfgs={}))[0]
-    assert "low-count bins shown" in white["title"]
-    y = np.asarray(white["y"], float)
+    white = phase.STAGE.diagnostics(out, metrics, Setting(None, "FGS1", {}).context("phase"))[0]
+    assert "low-count bins shown" in white.title
+    y = np.asarray(white.y, float)
     assert np.isfinite(y).mean() > 0.9 and abs(np.nanmedian(y) - 1.0) < 0.01
 
 

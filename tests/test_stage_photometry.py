@@ -16,13 +16,15 @@ from scipy.special import ndtr
 
 from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DQ
-from calib_core.frames import FrameAxisMeta, StoreWriter
-from calib_core.photometry.background import sigma_clip_stats
-from calib_core.photometry.centroid import centroid_2d
-from calib_core.photometry.flags import PhotFlag
-from calib_core.photometry.geometry import circle_overlap, circle_subpixel_overlap
-from calib_core.stages.base import StageContext
-from calib_core.stages.photometry import STAGE, PhotometryConfig
+from calib_core.frames import FrameAxisMeta
+from calib_core.robust import sigma_clip_stats
+from calib_core.stages.photometry.centroid import centroid_2d
+from calib_core.stages.photometry.config import PhotometryConfig
+from calib_core.stages.photometry.flags import PhotFlag
+from calib_core.stages.photometry.geometry import circle_overlap, circle_subpixel_overlap
+from calib_core.stages.photometry.step import STAGE
+from calib_core.store import StoreWriter
+from stagectx import Setting
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "calib" / "photometry.yaml"
 READ = 15.0
@@ -77,13 +79,14 @@ def _store(path, data, var, dq=None, time_s=None, read_kind=None, extra=None, me
             q[:] = dq
         for name, arr in (extra or {}).items():
             w.put(name, arr)
-        return w.commit({**axis.to_json(), **(meta or {})}).frames()
+        axis.write(w)
+        return w.commit(meta or {}).frames()
 
 
 def _run(src, cfg, instrument, out_dir, planet=None, chunk_frames=64):
-    ctx = StageContext(planet=planet, instrument=instrument, stage_cfgs={}, chunk_frames=chunk_frames)
+    ctx = Setting(planet, instrument, {}, chunk_frames=chunk_frames)
     with StoreWriter(out_dir) as w:
-        metrics = STAGE.run(src, cfg, ctx, w)
+        metrics = STAGE.run(src, cfg, ctx.context("photometry"), w)
         out = w.commit({"metrics": metrics})
     return out, metrics
 
@@ -428,9 +431,9 @@ def _chain(planet, inst, stages, run_dir):
     inp, upstream, metrics = RawInput(planet, inst), {}, {}
     for name in stages:
         stage = get_stage(name)
-        ctx = StageContext(planet=planet, instrument=inst, stage_cfgs={}, chunk_frames=64, upstream=upstream)
+        ctx = Setting(planet, inst, {}, upstream, chunk_frames=64)
         with StoreWriter(run_dir / name / inst) as w:
-            metrics = stage.run(inp, stage.Config(), ctx, w)
+            metrics = stage.run(inp, stage.Config(), ctx.context(name), w)
             out = w.commit({"metrics": metrics})
         upstream[(name, inst)] = out
         inp = out.frames() if stage.output_kind == "frames" else out
@@ -469,6 +472,6 @@ def test_demo_planet_chain_shows_the_transit_with_honest_errors(demo_root, tmp_p
         gates = {g.name: g for g in STAGE.gates(metrics, PhotometryConfig())}
         assert gates["robust_std_sanity"].passed and gates["centroid_in_bounds"].passed
         plots = STAGE.diagnostics(out, metrics, None)
-        kinds = {p["kind"] for p in plots}
+        kinds = {p.kind for p in plots}
         assert {"curve", "image", "histogram", "table"} <= kinds
-        assert all(len(p["x"]) <= 2000 for p in plots if p["kind"] == "curve")
+        assert all(len(p.x) <= 2000 for p in plots if p.kind == "curve")

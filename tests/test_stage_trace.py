@@ -17,9 +17,11 @@ import pytest
 from calib_core.config import ConfigError, compose_config, validate_config
 from calib_core.config.base import check_constraints
 from calib_core.dq import DQ
-from calib_core.frames import StoreWriter
-from calib_core.stages import depths, phase, trace
-from calib_core.stages.base import StageContext
+from calib_core.store import StoreWriter
+from calib_core.stages.depths import step as depths
+from calib_core.stages.phase import step as phase
+from calib_core.stages.trace import step as trace
+from stagectx import Setting
 from calib_core.transit import Geometry, light_curve, simulate_series
 
 INSTRUMENTS = ("FGS1", "AIRS-CH0")
@@ -91,10 +93,10 @@ def write_series(fields: dict, path: Path):
         return writer.commit({"stage": "photometry"})
 
 
-def run_stage(stage, inp, cfg, ctx: StageContext, path: Path):
+def run_stage(stage, inp, cfg, ctx: Setting, path: Path):
     """Run one stage like the chain runner (StoreWriter committed); returns (output, metrics)."""
     with StoreWriter(path) as writer:
-        metrics = stage.run(inp, cfg, ctx, writer)
+        metrics = stage.run(inp, cfg, ctx.context(stage.name), writer)
         return writer.commit({"stage": stage.name, "metrics": metrics}), metrics
 
 
@@ -106,12 +108,12 @@ def run_series_chain(visit: dict, root: Path, cfgs: dict | None = None, planet=N
     upstream, metrics = {}, {}
     for inst in INSTRUMENTS:
         inp = write_series(visit["series"][inst], root / "photometry" / inst)
-        ctx = StageContext(planet=planet, instrument=inst, stage_cfgs=cfgs, upstream=upstream)
+        ctx = Setting(planet, inst, cfgs, upstream)
         for module in (trace, phase):
             name = module.STAGE.name
             inp, metrics[(name, inst)] = run_stage(module.STAGE, inp, cfgs[name], ctx, root / name / inst)
             upstream[(name, inst)] = inp
-    ctx = StageContext(planet=planet, instrument=None, stage_cfgs=cfgs, upstream=upstream)
+    ctx = Setting(planet, None, cfgs, upstream)
     out, metrics["depths"] = run_stage(depths.STAGE, {i: upstream[("phase", i)] for i in INSTRUMENTS},
                                        cfgs["depths"], ctx, root / "depths" / "planet")
     upstream[("depths", None)] = out
@@ -136,7 +138,7 @@ def visit():
 
 
 def test_trace_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml(trace)
+    check_stage_yaml("trace")
 
 
 def test_seed_override_paths_compose():
@@ -279,7 +281,7 @@ def test_stage_outputs_metrics_gates_and_diagnostics(visit, tmp_path):
     fields["photometry_flags"] = fields["photometry_flags"].copy()
     fields["photometry_flags"][10:14, 5] = 4
     cfg = trace.TraceConfig()
-    ctx = StageContext(planet=visit["planet"], instrument="AIRS-CH0", stage_cfgs={"trace": cfg})
+    ctx = Setting(visit["planet"], "AIRS-CH0", {"trace": cfg})
     out, metrics = run_stage(trace.STAGE, write_series(fields, tmp_path / "phot"), cfg, ctx, tmp_path / "trace")
     f = out.fields
     b, c = fields["photometry_flux"].shape
@@ -296,11 +298,11 @@ def test_stage_outputs_metrics_gates_and_diagnostics(visit, tmp_path):
     gates = trace.STAGE.gates(metrics, cfg)
     assert {g.name for g in gates} == {"norm_median_offset", "invalid_frac", "oot_frac"}
     assert all(g.passed for g in gates)
-    plots = trace.STAGE.diagnostics(out, metrics, ctx)
-    image = next(p for p in plots if p["kind"] == "image")
-    rows, cols = image["data"].shape                  # rows = wavelength (y axis), columns = time blocks (x axis)
+    plots = trace.STAGE.diagnostics(out, metrics, ctx.context("trace"))
+    image = next(p for p in plots if p.kind == "image")
+    rows, cols = image.data.shape                  # rows = wavelength (y axis), columns = time blocks (x axis)
     assert rows == 282 and cols <= 400
-    assert {p["kind"] for p in plots} == {"image", "curve", "histogram"}
+    assert {p.kind for p in plots} == {"image", "curve", "histogram"}
 
 
 @pytest.mark.parametrize("time_method, centroids, continuum, n_params", [
@@ -329,7 +331,7 @@ def test_ephemeris_mask_uses_the_phase_t0_and_the_star_info_orbit(visit, tmp_pat
     cfgs = {"trace": trace.TraceConfig(), "phase": phase.PhaseConfig()}
     cfgs["trace"].transit_mask.method = "ephemeris"
     cfgs["phase"].ephemeris.t0 = g.t0_h
-    ctx = StageContext(planet=visit["planet"], instrument="FGS1", stage_cfgs=cfgs)
+    ctx = Setting(visit["planet"], "FGS1", cfgs)
     inp = write_series(visit["series"]["FGS1"], tmp_path / "phot")
     out, metrics = run_stage(trace.STAGE, inp, cfgs["trace"], ctx, tmp_path / "trace")
     t1, _, _, t4 = g.contact_times(cfgs["trace"].transit_mask.radius_ratio)
@@ -344,7 +346,7 @@ def test_unflagged_nan_input_is_rejected_flagged_nan_is_masked(visit, tmp_path):
     fields["photometry_flux"] = fields["photometry_flux"].copy()
     fields["photometry_flux"][7, 0] = np.nan
     cfg = trace.TraceConfig()
-    ctx = StageContext(planet=visit["planet"], instrument="FGS1", stage_cfgs={"trace": cfg})
+    ctx = Setting(visit["planet"], "FGS1", {"trace": cfg})
     with pytest.raises(ValueError, match="require_finite_inputs"):
         run_stage(trace.STAGE, write_series(fields, tmp_path / "a"), cfg, ctx, tmp_path / "ta")
     cfg.validation.require_finite_inputs = False

@@ -15,7 +15,8 @@ import pytest
 
 from calib_core.chain import run_chain
 from calib_core.config import compose_config
-from calib_core.frames import Frames, FrameAxisMeta, StreamedSource, load_output
+from calib_core.frames import Frames, FrameAxisMeta, StreamedSource
+from calib_core.store import load_output
 from calib_core.stages import QCError
 from calib_core.stages.base import FrameStream
 
@@ -56,8 +57,8 @@ def test_streamed_chain_equals_the_stored_chain(stored_and_streamed, inst):
         assert _metrics_without_times(streamed.record(stage, inst)) == _metrics_without_times(
             stored.record(stage, inst)), stage
     assert streamed.record("cds", inst).metrics["n_unpaired"] > 0       # the dropped pairs were seen
-    titles = [p["title"] for p in stored.diagnostics("cds", inst)]
-    assert titles and [p["title"] for p in streamed.diagnostics("cds", inst)] == titles
+    titles = [p.title for p in stored.diagnostics("cds", inst)]
+    assert titles and [p.title for p in streamed.diagnostics("cds", inst)] == titles
 
 
 @pytest.mark.parametrize("stage", ["adc", "dark", "flat"])
@@ -72,9 +73,9 @@ def test_streamed_stages_keep_metrics_and_a_preview_frame_but_no_planes(stored_a
     assert out.meta["streamed_into"] == "cds"          # the stage whose output stores the frames
     index = out.meta["preview_index"]
     np.testing.assert_array_equal(out.fields["preview"][0], stored.output(stage, inst).fields["data"][index])
-    image = [p for p in streamed.diagnostics(stage, inst) if p["kind"] == "image" and "frame" in p["title"]]
-    assert image and "streamed" in image[0]["title"]
-    np.testing.assert_array_equal(image[0]["data"], out.fields["preview"][0])
+    image = [p for p in streamed.diagnostics(stage, inst) if p.kind == "image" and "frame" in p.title]
+    assert image and "streamed" in image[0].title
+    np.testing.assert_array_equal(image[0].data, out.fields["preview"][0])
 
 
 def test_streamed_group_caches_as_one_unit(detector_demo, tmp_path):

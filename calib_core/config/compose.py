@@ -83,10 +83,10 @@ class ValidatedConfig:
 
 
 def stage_schema(name: str) -> type:
-    """The config dataclass of stage ``name``."""
-    from ..stages import get_stage
+    """The config dataclass of stage ``name`` (its ``config`` module: no numerics are imported)."""
+    from ..stages import stage_schema as schema
 
-    return get_stage(name).Config
+    return schema(name)
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +289,7 @@ def _merge_and_check(schema: type, section: Any, prefix: str) -> Any:
 
 def validate_config(cfg: DictConfig) -> ValidatedConfig:
     """Type-check every section and the I/O chain; return typed stage configs."""
-    from ..stages import STAGE_NAMES, get_stage
+    from ..stages import STAGE_NAMES
 
     if "calib" not in cfg or not isinstance(cfg.calib, DictConfig):
         raise ConfigError("calib", None, "a profile needs a 'calib' section with stage sections")
@@ -299,7 +299,7 @@ def validate_config(cfg: DictConfig) -> ValidatedConfig:
             continue
         if name not in STAGE_NAMES:
             raise ConfigError(f"calib.{name}", "(section)", "unknown stage; allowed: " + ", ".join(STAGE_NAMES))
-        stages[str(name)] = _typed_section(get_stage(name).Config, cfg.calib[name], f"calib.{name}")
+        stages[str(name)] = _typed_section(stage_schema(name), cfg.calib[name], f"calib.{name}")
     if not stages:
         raise ConfigError("calib", "(empty)", "the profile lists no stages")
     data = _typed_section(DataConfig, cfg.get("data", {}), "data")
@@ -313,14 +313,14 @@ def validate_config(cfg: DictConfig) -> ValidatedConfig:
 
 
 def _check_chain(stages: dict[str, Any]) -> None:
-    from ..stages import get_stage
+    from ..stages import stage_info
 
     previous_out, previous_name = "raw_frames", "(raw data)"
     seen_planet_scope = None
     for name, c in stages.items():
         if not c.enabled:
             continue
-        scope = get_stage(name).scope
+        scope = stage_info(name).scope
         if scope == "instrument" and seen_planet_scope:
             raise ConfigError(f"calib.{name}", "(position)",
                               f"an instrument stage cannot run after the planet stage '{seen_planet_scope}'")

@@ -33,8 +33,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..config.base import ConfigError, check_constraints
 from ..config.compose import CONFIG_DIR, compose_config, validate_config
-from ..frames import atomic_write_json
-from ..stages.top_level_calib import KEY, TopLevelCalibConfig
+from ..store import atomic_write_json
+from ..stages.top_level_calib.config import TopLevelCalibConfig
 from .corel import split_planets
 from .metrics import evaluate
 from .model import SigmaModel, fit_model, metric_kwargs, save_model
@@ -48,6 +48,8 @@ from .predictions import (
     read_targets,
     write_predictions,
 )
+
+KEY = "calib.top_level_calib"
 
 __all__ = ["build_parser", "load_config", "calibrate", "summary", "main"]
 

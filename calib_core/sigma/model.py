@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config.base import ConfigError
-from ..frames import atomic_write_json
+from ..store import atomic_write_json
 from .corel import fit_corel, standard_wavelengths
 from .metrics import z_scores
 from .predictions import InputError, read_wavelengths

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..frames import atomic_write_bytes, atomic_write_text
+from ..store import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "InputError",

@@ -1,16 +1,17 @@
 """The stage protocol: what the chain runner needs from every stage.
 
-A stage is a thin adapter (like a jwst ``Step`` around an stcal function):
+A stage is a thin adapter (like a jwst ``Step`` around stcal functions):
 
+* ``info``: its :class:`~calib_core.stages.info.StageInfo` (place in the chain, declared reads);
 * ``Config``: the typed schema of its section ``calib.<name>`` (a
   :class:`calib_core.config.base.StageConfig` subclass);
-* ``run(inp, cfg, ctx, writer) -> metrics``: streams its input, calls pure
-  array kernels (module-level functions, unit-tested against oracles), writes
-  its output fields through ``writer`` (the runner commits them) and returns a
-  JSON-serialisable dict of QC metrics;
+* ``run(inp, cfg, ctx, writer) -> metrics``: streams its input, calls the pure
+  array functions of the modules beside it, writes its output fields through
+  ``writer`` (the runner commits them) and returns a JSON-serialisable dict of
+  QC metrics;
 * ``gates(metrics, cfg) -> list[Gate]``: the QC gates of that stage;
-* ``diagnostics(output, metrics, ctx) -> list[dict]``: plot *data* for the app
-  and the audit report (no plotting library here: plain arrays + titles).
+* ``diagnostics(output, metrics, ctx) -> list``: plot *data* for the app and
+  the audit report (:mod:`calib_core.diagnostics`; no plotting library here).
 
 Frame stages may also offer ``stream(inp, cfg, ctx) -> FrameStream``: the same
 work applied chunk by chunk in memory, so that the runner can chain several
@@ -19,29 +20,42 @@ detector stages without storing the planes between them (see
 
 Input kinds: ``"raw"`` (a :class:`RawInput` streaming uint16 frames from the
 signal parquet), ``"frames"`` (a :class:`calib_core.frames.FrameSource`) or
-``"series"`` (a :class:`calib_core.frames.StoredOutput` of a series stage).
+``"series"`` (a :class:`calib_core.store.StoredOutput` of a series stage).
 Stages with ``scope == "planet"`` run once per planet and get a dict
 ``{instrument: StoredOutput}``.
+
+Whatever else a stage reads -- another stage's config section or output --
+comes from its :class:`StageContext`, which hands out only what the stage's
+``info`` declares, so the cache key (which hashes the declarations) covers it.
 """
 
 from __future__ import annotations
 
 import abc
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
-from .common import run_stream
+from .info import StageInfo
+from .streaming import run_stream
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..frames import FrameAxisMeta, Frames, StoredOutput, StoreWriter
+    from ..frames import FrameAxisMeta, Frames
+    from ..store import StoredOutput, StoreWriter
 
-__all__ = ["FrameStream", "Gate", "Stage", "StreamStage", "StageContext", "RawInput", "gate", "hist_data", "QCError"]
+__all__ = ["FrameStream", "Gate", "QCError", "RawInput", "Stage", "StageContext", "StreamStage",
+           "UndeclaredRead", "gate"]
 
 
 class QCError(RuntimeError):
     """A QC gate with ``action_on_fail: error`` failed; the message names stage, gate and value."""
+
+
+class UndeclaredRead(LookupError):
+    """A stage asked its context for a config section or output its ``info`` does not declare."""
 
 
 @dataclass
@@ -59,30 +73,19 @@ class Gate:
         return asdict(self)
 
 
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
 def gate(name: str, value: float | int | None, op: str, limit: float, message: str = "") -> Gate:
     """Build a :class:`Gate` from ``value <op> limit`` (``op`` in ``<, <=, >, >=``).
 
     A ``None`` or NaN value fails (a metric that could not be computed is not a pass).
     """
-    ops: dict[str, Callable[[float, float], bool]] = {
-        "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-        ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-    }
-    ok = value is not None and not (isinstance(value, float) and np.isnan(value)) and ops[op](value, limit)
+    ok = value is not None and not (isinstance(value, float) and math.isnan(value)) and _OPS[op](value, limit)
     return Gate(name, value, f"{op} {limit:g}", bool(ok), message)
-
-
-def hist_data(values: np.ndarray, bins: int = 128, range_: tuple[float, float] | None = None,
-              title: str = "", xlabel: str = "", log: bool = True) -> dict:
-    """Histogram plot data (counts, edges) computed here so the app holds no numerics."""
-    values = np.asarray(values)
-    values = values[np.isfinite(values)]
-    if range_ is None:
-        range_ = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-        if range_[0] == range_[1]:
-            range_ = (range_[0] - 0.5, range_[1] + 0.5)
-    counts, edges = np.histogram(values, bins=bins, range=range_)
-    return {"kind": "histogram", "title": title, "xlabel": xlabel, "counts": counts, "edges": edges, "logy": log}
 
 
 @dataclass
@@ -102,23 +105,80 @@ class RawInput:
 
 @dataclass
 class StageContext:
-    """Everything a stage may consult besides its input and its own config."""
+    """Everything a stage may consult besides its input and its own config.
+
+    A stage may ask it for exactly what its :class:`~calib_core.stages.info.StageInfo`
+    declares (``reads_config``, ``reads_outputs``); asking for anything else
+    raises :class:`UndeclaredRead`, so the cache key -- which hashes the
+    declarations -- covers every read.
+    """
 
     planet: Any                                   #: :class:`calib_core.io.kaggle.Planet`
     instrument: str | None                        #: None for planet-scope stages
-    stage_cfgs: dict[str, Any]                    #: typed configs of all stages in the profile, by name
+    stage: str                                    #: the stage this context serves (its declarations apply)
+    #: other stages' typed config sub-sections by dotted path (``"phase.ephemeris"``); absent: not in the profile
+    configs: Mapping[str, Any] = field(default_factory=dict)
+    #: committed upstream outputs by ``(stage, instrument)``
+    outputs: Mapping[tuple[str, str | None], "StoredOutput"] = field(default_factory=dict)
     chunk_frames: int = 1024                      #: frames per streamed chunk (bounded memory)
-    upstream: dict[tuple[str, str | None], "StoredOutput"] = field(default_factory=dict)
     progress: Callable[[float, str], None] | None = None   #: callback(fraction 0..1, message)
+
+    @classmethod
+    def of(cls, stage: str, planet: Any, instrument: str | None, stage_configs: Mapping[str, Any] | None = None,
+           **kwargs: Any) -> "StageContext":
+        """The context of ``stage``, given the typed configs of the profile's stages by name.
+
+        Only the sub-sections the stage declares reading are kept; ``kwargs``
+        set the other fields (``outputs``, ``chunk_frames``, ``progress``).
+        """
+        from . import stage_info
+
+        configs: dict[str, Any] = {}
+        for path in stage_info(stage).reads_config:
+            name, *keys = path.split(".")
+            if stage_configs and name in stage_configs:
+                node = stage_configs[name]
+                for key in keys:
+                    node = getattr(node, key)
+                configs[path] = node
+        return cls(planet=planet, instrument=instrument, stage=stage, configs=configs, **kwargs)
+
+    @property
+    def info(self) -> StageInfo:
+        from . import stage_info
+
+        return stage_info(self.stage)
 
     def report(self, fraction: float, message: str = "") -> None:
         if self.progress is not None:
             self.progress(float(min(max(fraction, 0.0), 1.0)), message)
 
+    def config(self, path: str) -> Any:
+        """The typed config section ``path`` of another stage (``"phase.ephemeris"``); None if not in the profile.
+
+        Raises
+        ------
+        UndeclaredRead
+            ``path`` is not in the stage's ``info.reads_config``.
+        """
+        if path not in self.info.reads_config:
+            raise UndeclaredRead(f"stage '{self.stage}' reads calib.{path} without declaring it "
+                                 "(StageInfo.reads_config)")
+        return self.configs.get(path)
+
     def output_of(self, stage: str, instrument: str | None = None) -> "StoredOutput | None":
-        """A committed upstream output (same instrument by default)."""
+        """A committed upstream output (same instrument by default); None when the profile did not run it.
+
+        Raises
+        ------
+        UndeclaredRead
+            ``stage`` is not in the stage's ``info.reads_outputs``.
+        """
+        if stage not in self.info.reads_outputs:
+            raise UndeclaredRead(f"stage '{self.stage}' reads the output of '{stage}' without declaring it "
+                                 "(StageInfo.reads_outputs)")
         inst = self.instrument if instrument is None else instrument
-        return self.upstream.get((stage, inst))
+        return self.outputs.get((stage, inst))
 
 
 class FrameStream(abc.ABC):
@@ -154,18 +214,37 @@ class FrameStream(abc.ABC):
 
 
 class Stage(abc.ABC):
-    """Base class of all stages; subclasses set the class attributes and implement ``run``."""
+    """Base class of all stages; subclasses set ``info`` and ``Config`` and implement ``run``."""
 
-    name: ClassVar[str]
-    title: ClassVar[str]
+    info: ClassVar[StageInfo]
     Config: ClassVar[type]
-    input_kind: ClassVar[str] = "frames"      # "raw" | "frames" | "series"
-    output_kind: ClassVar[str] = "frames"     # "frames" | "series"
-    scope: ClassVar[str] = "instrument"       # "instrument" | "planet"
-    default_io: ClassVar[tuple[str, str]] = ("", "")
     #: reads its input only through ``iter_chunks`` / ``read`` / ``take`` in frame order, so a
     #: :class:`calib_core.frames.StreamedSource` can stand in for a stored input
     accepts_stream: ClassVar[bool] = False
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def title(self) -> str:
+        return self.info.title
+
+    @property
+    def scope(self) -> str:
+        return self.info.scope
+
+    @property
+    def input_kind(self) -> str:
+        return self.info.input_kind
+
+    @property
+    def output_kind(self) -> str:
+        return self.info.output_kind
+
+    @property
+    def default_io(self) -> tuple[str, str]:
+        return self.info.default_io
 
     @abc.abstractmethod
     def run(self, inp: Any, cfg: Any, ctx: StageContext, writer: "StoreWriter") -> dict:
@@ -182,7 +261,7 @@ class Stage(abc.ABC):
     def gates(self, metrics: dict, cfg: Any) -> list[Gate]:
         return []
 
-    def diagnostics(self, output: "StoredOutput", metrics: dict, ctx: StageContext) -> list[dict]:
+    def diagnostics(self, output: "StoredOutput", metrics: dict, ctx: StageContext) -> list:
         return []
 
 

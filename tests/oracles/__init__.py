@@ -1,0 +1,1 @@
+"""Independent statements of what the engine computes, used only by the tests."""
