@@ -42,6 +42,7 @@ import param
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from calib_core.config import ConfigError, compose_config, config_hash, config_to_yaml, validate_config
+from calib_core.config.compose import RESERVED_CALIB_KEYS
 from calib_core.plan import invalidated_by, regated_by, schedule
 from calib_core.stages import stage_info
 
@@ -325,7 +326,7 @@ class AppState(param.Parameterized):
     @staticmethod
     def stages_of(cfg: DictConfig) -> list[str]:
         """Stage sections of ``cfg`` in execution order."""
-        return [str(k) for k in cfg.calib.keys() if k not in ("profile", "method")]
+        return [str(k) for k in cfg.calib.keys() if k not in RESERVED_CALIB_KEYS]
 
     def load_profile(self, name: str) -> bool:
         """Load built-in profile ``name`` (``fast``, ``nominal``, ``strict``); False and an error if refused."""

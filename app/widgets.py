@@ -31,13 +31,13 @@ writes the profile's values back into the widgets.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import panel as pn
 import yaml
-
-from calib_core.config.base import iter_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from .state import AppState
@@ -92,28 +92,41 @@ class FieldSpec:
         return f"{leaf} [{self.unit}]" if self.unit else leaf
 
 
-def _type_name(f: dataclasses.Field) -> str:
-    t = f.type
-    return (t if isinstance(t, str) else getattr(t, "__name__", str(t))).replace(" ", "")
-
-
-def _kind(f: dataclasses.Field, value: Any) -> str:
-    meta = f.metadata
-    tname = _type_name(f)
-    base = tname.removeprefix("Optional[").removesuffix("]").split("|")[0].split("[")[0]
+def _kind(hint: Any, meta: dict, value: Any) -> str:
+    """The widget kind of a field from its resolved type hint (``typing.get_type_hints``) and metadata."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = typing.get_origin(hint) or hint
+    if base in (typing.Union, types.UnionType) and len(args) == 1:      # Optional[X] / X | None
+        hint = args[0]
+        base = typing.get_origin(hint) or hint
     if meta.get("choices") is not None:
-        return "multichoice" if base in ("list", "tuple", "List", "Tuple") or isinstance(value, list) else "choice"
-    if base in ("bool", "int", "float"):
-        return base
-    if base in ("list", "tuple", "List", "Tuple"):
+        return "multichoice" if base in (list, tuple) or isinstance(value, list) else "choice"
+    if base in (bool, int, float):
+        return base.__name__
+    if base in (list, tuple):
         return "list"
-    if base == "str":
+    if base is str:
         return "text"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, list):
         return "list"
     return "yaml"
+
+
+def _walk(schema: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any, Any]]:
+    """``(dotted key, field, resolved type hint, default)`` of every leaf, in declaration order."""
+    hints = typing.get_type_hints(schema)
+    defaults = schema()
+    out = []
+    for f in dataclasses.fields(schema):
+        value = getattr(defaults, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            out.extend(_walk(type(value), key))
+        else:
+            out.append((key, f, hints[f.name], value))
+    return out
 
 
 def field_specs(schema: type) -> list[FieldSpec]:
@@ -129,12 +142,12 @@ def field_specs(schema: type) -> list[FieldSpec]:
     list of FieldSpec
     """
     specs = []
-    for key, f, value in iter_fields(schema()):
+    for key, f, hint, value in _walk(schema):
         meta = dict(f.metadata)
         low = meta.get("ge") if meta.get("ge") is not None else meta.get("gt")
         high = meta.get("le") if meta.get("le") is not None else meta.get("lt")
-        specs.append(FieldSpec(key=key, kind=_kind(f, value), doc=meta.get("doc") or "", unit=meta.get("unit") or "",
-                               choices=meta.get("choices"), start=low, end=high,
+        specs.append(FieldSpec(key=key, kind=_kind(hint, meta, value), doc=meta.get("doc") or "",
+                               unit=meta.get("unit") or "", choices=meta.get("choices"), start=low, end=high,
                                nullable=bool(meta.get("nullable"))))
     return specs
 

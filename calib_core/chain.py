@@ -238,7 +238,7 @@ def _key(*parts: Any) -> str:
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("spectramind", "numpy", "scipy", "astropy", "pyarrow", "omegaconf", "hydra-core",
-                "batman-package", "photutils"):
+                "batman-package", "numba"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

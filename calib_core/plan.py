@@ -23,8 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from .config.compose import RESERVED_CALIB_KEYS, typed_content
 from .stages import stage_info
 
 __all__ = ["NO_RESULT_SECTIONS", "file_digest", "invalidated_by", "regated_by", "schedule", "stage_inputs"]
@@ -34,7 +35,7 @@ NO_RESULT_SECTIONS = ("cache", "logging", "quality_checks")
 
 
 def _enabled(cfg: DictConfig) -> list[str]:
-    return [str(k) for k, v in cfg.calib.items() if k not in ("profile", "method") and v.get("enabled", True)]
+    return [str(k) for k, v in cfg.calib.items() if k not in RESERVED_CALIB_KEYS and v.get("enabled", True)]
 
 
 def schedule(cfg: DictConfig) -> list[tuple[str, str | None]]:
@@ -61,27 +62,30 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+def _select(tree: dict, path: str) -> Any:
+    node: Any = tree
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
 
 
 def stage_inputs(cfg: DictConfig, name: str) -> dict:
-    """Everything of the config a stage's result depends on, besides its upstream.
+    """Everything of the config a stage's result depends on, besides its upstream (typed values).
 
     Its own section without :data:`NO_RESULT_SECTIONS`; each declared config
     sub-section of another stage (``None`` when the profile lacks it); each
     declared file by the sha256 of its content.
     """
     info = stage_info(name)
-    own = _container(cfg.calib[name])
-    for key in NO_RESULT_SECTIONS:
-        own.pop(key, None)
+    calib = typed_content(cfg)["calib"]
+    own = {k: v for k, v in calib[name].items() if k not in NO_RESULT_SECTIONS}
     out: dict[str, Any] = {"section": own}
     for path in info.reads_config:
-        node = OmegaConf.select(cfg.calib, path, default=None)
-        out[f"calib.{path}"] = _container(node)
+        out[f"calib.{path}"] = _select(calib, path)
     for key in info.reads_files:
-        value = OmegaConf.select(cfg.calib[name], key, default=None)
+        value = _select(calib[name], key)
         out[f"file:{key}"] = file_digest(value) if value else None
     return out
 
@@ -100,7 +104,7 @@ def invalidated_by(old: DictConfig, new: DictConfig) -> list[str]:
     in a way that changes its upstream.  Changes to ``cache``, ``logging`` or
     ``quality_checks`` invalidate nothing.
     """
-    data_changed = _digest(_container(old.get("data"))) != _digest(_container(new.get("data")))
+    data_changed = _digest(typed_content(old)["data"]) != _digest(typed_content(new)["data"])
     old_enabled, new_enabled = _enabled(old), _enabled(new)
     stale: list[str] = []
     chain_broken = data_changed
@@ -126,9 +130,6 @@ def regated_by(old: DictConfig, new: DictConfig) -> list[str]:
     Gates are evaluated on the stored metrics at every run, so such a stage is
     not recomputed (see :func:`invalidated_by`); only its verdicts change.
     """
-    out = []
-    for name in _enabled(new):
-        before = OmegaConf.select(old, f"calib.{name}.quality_checks", default=None)
-        if before is None or _digest(_container(before)) != _digest(_container(new.calib[name].quality_checks)):
-            out.append(name)
-    return out
+    before, after = typed_content(old)["calib"], typed_content(new)["calib"]
+    return [name for name in _enabled(new)
+            if name not in before or _digest(before[name]["quality_checks"]) != _digest(after[name]["quality_checks"])]

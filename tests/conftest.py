@@ -77,29 +77,3 @@ def detector_chain(detector_demo, tmp_path_factory, run_stage):
             outputs[(name, inst)], metrics[(name, inst)] = out, m
             inp = out.frames()
     return {"root": detector_demo, "planet": planet, "cfgs": cfgs, "outputs": outputs, "metrics": metrics}
-
-
-@pytest.fixture(scope="session")
-def check_stage_yaml():
-    """``check(name)``: the stage YAML and its config dataclass agree key for key, default for default."""
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    from calib_core.stages import stage_info, stage_schema
-
-    config_dir = Path(__file__).resolve().parents[1] / "configs" / "calib"
-
-    def _check(name):
-        path = config_dir / f"{name}.yaml"
-        lines = path.read_text().splitlines()
-        assert lines[0] == f"# @package calib.{name}"
-        assert all(" # " in line for line in lines[1:] if line.strip()), "every key needs a comment"
-        loaded = OmegaConf.load(path)
-        schema = OmegaConf.structured(stage_schema(name))
-        merged = OmegaConf.merge(schema, loaded)
-        assert OmegaConf.to_container(merged) == OmegaConf.to_container(schema), "YAML default differs"
-        assert OmegaConf.to_container(loaded) == OmegaConf.to_container(schema), "YAML misses or adds keys"
-        assert tuple(loaded.io.values()) == stage_info(name).default_io
-
-    return _check

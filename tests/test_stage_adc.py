@@ -262,9 +262,6 @@ def test_adc_map_shape_mismatch_names_map_and_shapes(detector_demo, run_stage, t
 # ---------------------------------------------------------------------------
 
 
-def test_adc_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml("adc")
-
 
 def test_adc_config_errors():
     schema = OmegaConf.structured(adc_config.AdcConfig)

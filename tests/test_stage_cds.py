@@ -325,9 +325,6 @@ def test_cds_gates_and_temporal_filter(detector_chain, run_stage, tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_cds_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml("cds")
-
 
 def test_cds_config_errors():
     schema = OmegaConf.structured(cds_config.CdsConfig)

@@ -200,9 +200,6 @@ def test_dark_diagnostics(detector_chain):
 # ---------------------------------------------------------------------------
 
 
-def test_dark_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml("dark")
-
 
 def test_dark_config_errors():
     schema = OmegaConf.structured(dark_config.DarkConfig)

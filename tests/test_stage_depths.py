@@ -47,9 +47,6 @@ def _rerun_depths(chain: dict, cfg: depths.DepthsConfig, path):
 # ---------------------------------------------------------------------------
 
 
-def test_depths_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml("depths")
-
 
 @pytest.mark.parametrize("path, value, fragment", [
     ("limb_darkening.method", "magic", "must be one of smooth, fit, fixed"),

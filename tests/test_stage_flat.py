@@ -139,9 +139,6 @@ def test_flat_illumination_stage_output_and_gates(detector_chain, run_stage, tmp
 # ---------------------------------------------------------------------------
 
 
-def test_flat_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml("flat")
-
 
 def test_flat_config_errors():
     schema = OmegaConf.structured(flat_config.FlatConfig)

@@ -50,9 +50,6 @@ def _lightkurve():
 # ---------------------------------------------------------------------------
 
 
-def test_phase_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml("phase")
-
 
 @pytest.mark.parametrize("overrides, key, fragment", [
     (["calib.phase.ephemeris.source=config"], "calib.phase.ephemeris.period_days", "must be set"),

@@ -137,9 +137,6 @@ def visit():
 # ---------------------------------------------------------------------------
 
 
-def test_trace_yaml_matches_dataclass(check_stage_yaml):
-    check_stage_yaml("trace")
-
 
 def test_seed_override_paths_compose():
     cfg = validate_config(compose_config("calib/nominal", ["calib.trace.along_wavelength.method=spline",

@@ -204,8 +204,8 @@ class StageConfig:
     """Fields every stage section has; stages subclass it and add theirs."""
 
     enabled: bool = opt(True, doc="run this stage")
-    io: IOConfig = opt(IOConfig)
-    validation: ValidationConfig = opt(ValidationConfig)
-    quality_checks: QualityChecks = opt(QualityChecks)
-    logging: LoggingConfig = opt(LoggingConfig)
-    cache: CacheConfig = opt(CacheConfig)
+    io: IOConfig = opt(IOConfig, doc="input/output keys")
+    validation: ValidationConfig = opt(ValidationConfig, doc="input checks")
+    quality_checks: QualityChecks = opt(QualityChecks, doc="QC gates")
+    logging: LoggingConfig = opt(LoggingConfig, doc="log settings")
+    cache: CacheConfig = opt(CacheConfig, doc="reuse of the stored output")

@@ -43,6 +43,7 @@ __all__ = [
     "config_to_yaml",
     "config_hash",
     "stage_schema",
+    "typed_content",
 ]
 
 CONFIG_DIR = Path(os.environ.get("SPECTRAMIND_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
@@ -344,12 +345,19 @@ def config_to_yaml(cfg: DictConfig, resolve: bool = True) -> str:
     return OmegaConf.to_yaml(cfg, resolve=resolve)
 
 
+def typed_content(cfg: DictConfig) -> dict:
+    """The stage sections and the data section as validated, typed values (plain dicts).
+
+    Values pass through their schema, so ``radius_px: 8`` and ``radius_px: 8.0``
+    (a float key) are the same content; the profile's name is not content.
+    """
+    vc = validate_config(cfg)
+    return {"calib": {name: dataclasses.asdict(section) for name, section in vc.stages.items()},
+            "data": dataclasses.asdict(vc.data)}
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """sha256 of what determines the results: the calib and data sections (not run_dir/runtime)."""
+    """sha256 of what determines the results: the typed stage and data sections (not run_dir/runtime)."""
     import hashlib
 
-    payload = {
-        "calib": OmegaConf.to_container(cfg.calib, resolve=True),
-        "data": OmegaConf.to_container(cfg.get("data", {}), resolve=True),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(typed_content(cfg), sort_keys=True, default=str).encode()).hexdigest()

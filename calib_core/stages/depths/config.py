@@ -57,12 +57,12 @@ class DepthsQualityChecks(QualityChecks):
 
 @dataclass
 class DepthsConfig(StageConfig):
-    io: IOConfig = opt(IOConfig(input_key="phase_fold", output_key="depths"))
-    fit: FitConfig = opt(FitConfig)
-    geometry: GeometryConfig = opt(GeometryConfig)
-    limb_darkening: LimbDarkeningConfig = opt(LimbDarkeningConfig)
-    errors: ErrorsConfig = opt(ErrorsConfig)
-    quality_checks: DepthsQualityChecks = opt(DepthsQualityChecks)
+    io: IOConfig = opt(IOConfig(input_key="phase_fold", output_key="depths"), doc="input/output keys")
+    fit: FitConfig = opt(FitConfig, doc="data and baseline")
+    geometry: GeometryConfig = opt(GeometryConfig, doc="shared transit geometry from the white light (period fixed)")
+    limb_darkening: LimbDarkeningConfig = opt(LimbDarkeningConfig, doc="quadratic limb darkening")
+    errors: ErrorsConfig = opt(ErrorsConfig, doc="honest uncertainties")
+    quality_checks: DepthsQualityChecks = opt(DepthsQualityChecks, doc="QC gates of the batman fits")
 
     def check(self, prefix: str) -> None:
         """At least one white-light instrument."""

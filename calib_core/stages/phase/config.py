@@ -74,13 +74,13 @@ class PhaseQualityChecks(QualityChecks):
 
 @dataclass
 class PhaseConfig(StageConfig):
-    io: IOConfig = opt(IOConfig(input_key="trace_norm", output_key="phase_fold"))
-    ephemeris: EphemerisConfig = opt(EphemerisConfig)
-    time: TimeConfig = opt(TimeConfig)
-    fold: FoldConfig = opt(FoldConfig)
-    binning: BinningConfig = opt(BinningConfig)
-    windows: WindowsConfig = opt(WindowsConfig)
-    quality_checks: PhaseQualityChecks = opt(PhaseQualityChecks)
+    io: IOConfig = opt(IOConfig(input_key="trace_norm", output_key="phase_fold"), doc="input/output keys")
+    ephemeris: EphemerisConfig = opt(EphemerisConfig, doc="period and mid-transit time")
+    time: TimeConfig = opt(TimeConfig, doc="absolute time axis (astropy Time; stamps taken as barycentric, only UTC -> TDB is applied)")
+    fold: FoldConfig = opt(FoldConfig, doc="astropy/lightkurve fold semantics")
+    binning: BinningConfig = opt(BinningConfig, doc="equal bins over the observed phase range (finite, unflagged samples only)")
+    windows: WindowsConfig = opt(WindowsConfig, doc="contact points t1..t4")
+    quality_checks: PhaseQualityChecks = opt(PhaseQualityChecks, doc="QC gates: bin coverage and phase centring")
 
     def check(self, prefix: str) -> None:
         """An absolute ``ephemeris.t0`` needs the visit start epoch."""

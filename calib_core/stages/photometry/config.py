@@ -111,17 +111,17 @@ class PhotometryQC(QualityChecks):
 
 @dataclass
 class PhotometryConfig(StageConfig):
-    io: IOConfig = opt(IOConfig(input_key="cds_corrected", output_key="photometry"))
-    quality_checks: PhotometryQC = opt(PhotometryQC)
-    photometry: MethodConfig = opt(MethodConfig)
-    aperture: ApertureConfig = opt(ApertureConfig)
-    centroid: CentroidConfig = opt(CentroidConfig)
-    background: BackgroundConfig = opt(BackgroundConfig)
-    psf: PSFConfig = opt(PSFConfig)
-    optimal: OptimalConfig = opt(OptimalConfig)
-    airs: AIRSConfig = opt(AIRSConfig)
-    flags: FlagConfig = opt(FlagConfig)
-    reference: ReferenceConfig = opt(ReferenceConfig)
+    io: IOConfig = opt(IOConfig(input_key="cds_corrected", output_key="photometry"), doc="input/output keys")
+    quality_checks: PhotometryQC = opt(PhotometryQC, doc="QC gates: white-light scatter, flags, centroid stability")
+    photometry: MethodConfig = opt(MethodConfig, doc="extraction method")
+    aperture: ApertureConfig = opt(ApertureConfig, doc="FGS1 circular aperture")
+    centroid: CentroidConfig = opt(CentroidConfig, doc="FGS1 centroid (AIRS: trace row)")
+    background: BackgroundConfig = opt(BackgroundConfig, doc="sky background")
+    psf: PSFConfig = opt(PSFConfig, doc="PSF / row-profile fit (method psf)")
+    optimal: OptimalConfig = opt(OptimalConfig, doc="Horne optimal extraction (method optimal)")
+    airs: AIRSConfig = opt(AIRSConfig, doc="AIRS-CH0 spectral extraction")
+    flags: FlagConfig = opt(FlagConfig, doc="per-sample flag thresholds")
+    reference: ReferenceConfig = opt(ReferenceConfig, doc="reference (median-stacked) frame")
 
 
 Config = PhotometryConfig

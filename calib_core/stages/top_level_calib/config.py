@@ -76,8 +76,9 @@ class TopLevelCalibQualityChecks(QualityChecks):
 
 @dataclass
 class TopLevelCalibConfig(StageConfig):
-    io: IOConfig = opt(IOConfig("depths", "depths_calibrated"))
-    quality_checks: TopLevelCalibQualityChecks = opt(TopLevelCalibQualityChecks)
+    io: IOConfig = opt(IOConfig("depths", "depths_calibrated"), doc="input/output keys")
+    quality_checks: TopLevelCalibQualityChecks = opt(TopLevelCalibQualityChecks,
+                                                        doc="QC gates: calibrated coverage and z-score mean")
     method: str = opt("none", choices=("none", "temperature", "corel"),
                       doc="none = pass-through; temperature = sigma * T; corel = graph-smoothed scales + conformal")
     model_path: str | None = opt(None, nullable=True,
@@ -85,10 +86,10 @@ class TopLevelCalibConfig(StageConfig):
     wavelengths_path: str | None = opt(None, nullable=True,
                                        doc="wavelengths.csv for the COREL graph; null = standard grid")
     bins: int = opt(283, ge=2, doc="spectral bins (bin 0 = FGS1)")
-    temperature: TemperatureConfig = opt(TemperatureConfig)
-    corel: CorelConfig = opt(CorelConfig)
-    split: SplitConfig = opt(SplitConfig)
-    metric: MetricConfig = opt(MetricConfig)
+    temperature: TemperatureConfig = opt(TemperatureConfig, doc="method temperature")
+    corel: CorelConfig = opt(CorelConfig, doc="method corel: graph-smoothed per-bin scales + conformal step")
+    split: SplitConfig = opt(SplitConfig, doc="planet splits of sigma-calibrate")
+    metric: MetricConfig = opt(MetricConfig, doc="2025 challenge score settings")
 
     def check(self, prefix: str) -> None:
         if not self.validation.require_existing_paths:

@@ -26,17 +26,17 @@ class LowessConfig:
 class AlongWavelengthConfig:
     enabled: bool = opt(True, doc="divide by a smooth continuum fitted to the out-of-transit spectrum")
     method: str = opt("poly", choices=("poly", "spline", "lowess"), doc="continuum model along wavelength")
-    poly: PolyConfig = opt(PolyConfig(degree=3))
-    spline: SplineConfig = opt(SplineConfig(knots=12))
-    lowess: LowessConfig = opt(LowessConfig)
+    poly: PolyConfig = opt(PolyConfig(degree=3), doc="polynomial continuum")
+    spline: SplineConfig = opt(SplineConfig(knots=12), doc="cubic least-squares spline continuum")
+    lowess: LowessConfig = opt(LowessConfig, doc="locally weighted linear regression")
 
 
 @dataclass
 class AlongTimeConfig:
     enabled: bool = opt(True, doc="per-channel trend in time fitted on out-of-transit frames (false: constant)")
     method: str = opt("poly", choices=("poly", "spline"), doc="trend model along time")
-    poly: PolyConfig = opt(PolyConfig(degree=2))
-    spline: SplineConfig = opt(SplineConfig(knots=4))
+    poly: PolyConfig = opt(PolyConfig(degree=2), doc="polynomial continuum")
+    spline: SplineConfig = opt(SplineConfig(knots=4), doc="cubic least-squares spline continuum")
     centroids: str = opt("linear", choices=("none", "linear", "quadratic"),
                          doc="decorrelate against the measured pointing offsets (centroid x, y)")
 
@@ -66,12 +66,12 @@ class TraceQualityChecks(QualityChecks):
 
 @dataclass
 class TraceConfig(StageConfig):
-    io: IOConfig = opt(IOConfig(input_key="photometry", output_key="trace_norm"))
-    along_wavelength: AlongWavelengthConfig = opt(AlongWavelengthConfig)
-    along_time: AlongTimeConfig = opt(AlongTimeConfig)
-    transit_mask: TransitMaskConfig = opt(TransitMaskConfig)
-    robust: RobustConfig = opt(RobustConfig)
-    quality_checks: TraceQualityChecks = opt(TraceQualityChecks)
+    io: IOConfig = opt(IOConfig(input_key="photometry", output_key="trace_norm"), doc="input/output keys")
+    along_wavelength: AlongWavelengthConfig = opt(AlongWavelengthConfig, doc="continuum: smooth fit to the out-of-transit median spectrum, fixed in time")
+    along_time: AlongTimeConfig = opt(AlongTimeConfig, doc="per-channel trend, fitted on out-of-transit frames only (the transit is never fitted)")
+    transit_mask: TransitMaskConfig = opt(TransitMaskConfig, doc="frames excluded from the trend and continuum fits")
+    robust: RobustConfig = opt(RobustConfig, doc="outlier flags (DQ.OUTLIER): residuals from a running median along time")
+    quality_checks: TraceQualityChecks = opt(TraceQualityChecks, doc="QC gates (seed section 10: post-norm median ~1, invalid fraction < 1 %)")
 
 
 Config = TraceConfig
