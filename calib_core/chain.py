@@ -23,34 +23,30 @@ It holds no numerics: each stage's ``run`` does the work (see
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import inspect
 import json
-import subprocess
-import sys
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .config.compose import ValidatedConfig, config_hash, config_to_yaml, validate_config
+from . import rundir
+from .config.compose import ValidatedConfig, config_hash, config_to_yaml, typed_content, validate_config
 from .frames import StreamedSource
-from .io.kaggle import CALIBRATION_NAMES, DataLayoutError
 from .plan import stage_inputs
+from .provenance import PLANET_SCOPE_DIR, code_hash, input_checksums, write_run_files
 from .stages import get_stage, stage_info
-from .stages.base import Gate, QCError, RawInput, StageContext
+from .stages.base import Gate, QCError, RawInput, StageContext, StageError
 from .stages.streaming import stream_chain
-from .store import StoredOutput, StoreWriter, atomic_write_json, atomic_write_text, load_output
+from .store import StoredOutput, StoreWriter, atomic_write_text, load_output, verify_output
 
-__all__ = ["RunResult", "StageRecord", "run_chain", "resolve_planet", "PLANET_SCOPE_DIR", "write_depths_csv"]
+__all__ = ["PLANET_SCOPE_DIR", "RunResult", "StageRecord", "resolve_planet", "run_chain"]
 
-PLANET_SCOPE_DIR = "planet"   #: directory name used in place of an instrument for planet-scope stages
+log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, str | None, float, str], None]
 
 
@@ -60,7 +56,7 @@ class StageRecord:
 
     stage: str
     instrument: str | None
-    status: str                    #: "ran" | "cached" | "skipped" | "failed"
+    status: str                    #: "ran" | "cached" | "skipped" | "failed"; "recomputed" reasons say why
     cache_key: str = ""
     seconds: float = 0.0
     metrics: dict = field(default_factory=dict)
@@ -84,7 +80,7 @@ class RunResult:
     """Outcome of :func:`run_chain`."""
 
     run_dir: Path
-    status: str                                   #: "ok" | "failed"
+    status: str                                   #: "ok" | "failed" | "interrupted" ("running" while it runs)
     config_hash: str
     records: list[StageRecord]
     message: str = ""
@@ -139,11 +135,6 @@ class _StoredOutputs(Mapping):
         return sum(1 for _ in self)
 
 
-# ---------------------------------------------------------------------------
-# data resolution and checksums
-# ---------------------------------------------------------------------------
-
-
 def resolve_planet(vc: ValidatedConfig):
     """Open the planet the config points at (generating the demo planet when ``data.root`` is null)."""
     from .io import demo, open_planet
@@ -156,117 +147,8 @@ def resolve_planet(vc: ValidatedConfig):
                        visit=data.visit)
 
 
-def _sha256(path: Path, cache: dict) -> str:
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    if key not in cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        cache[key] = h.hexdigest()
-    return cache[key]
-
-
-def input_checksums(planet, instruments: list[str], cache_file: Path) -> dict[str, str]:
-    """sha256 of every input file of the visit (cached by path, size and mtime)."""
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    files: dict[str, Path] = {}
-    for inst in instruments:
-        files[f"{inst}/signal"] = planet.signal_path(inst)
-        for name in CALIBRATION_NAMES:
-            files[f"{inst}/{name}"] = planet.calibration_dir(inst) / f"{name}.parquet"
-    for name, p in planet.metadata_paths().items():
-        files[name] = Path(p)
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise DataLayoutError(f"{missing[0]}: input file not found" + (f" (and {len(missing) - 1} more)"
-                                                                       if len(missing) > 1 else ""))
-    sums = {name: _sha256(p, cache) for name, p in sorted(files.items())}
-    atomic_write_json(cache_file, cache)
-    return sums
-
-
-@functools.lru_cache(maxsize=None)
-def _code_modules(module_name: str) -> tuple[str, ...]:
-    """``module_name`` and every ``calib_core`` module it uses, directly or through another (sorted names).
-
-    A module is used when one of its globals is that module or was defined there
-    (functions, classes, compiled kernels), e.g. a stage's algorithm modules,
-    ``calib_core.stages.pixels``, ``calib_core.robust``.
-    """
-    seen: set[str] = set()
-    todo = [module_name]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for value in vars(sys.modules[name]).values():
-            dep = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
-            if isinstance(dep, str) and dep.startswith("calib_core.") and dep in sys.modules and dep not in seen:
-                todo.append(dep)
-    return tuple(sorted(seen))
-
-
-def _code_hash(stage_obj: Any) -> str:
-    """Hash of the source of a stage's module and of every ``calib_core`` module it uses.
-
-    Part of every cache key: a change to the stage, to a kernel or to a shared
-    helper invalidates the outputs computed with the old code.
-    """
-    h = hashlib.sha256()
-    for name in _code_modules(inspect.getmodule(stage_obj).__name__):
-        h.update(name.encode())
-        h.update(inspect.getsource(sys.modules[name]).encode())
-    return h.hexdigest()[:16]
-
-
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-# ---------------------------------------------------------------------------
-# provenance
-# ---------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("spectramind", "numpy", "scipy", "astropy", "pyarrow", "omegaconf", "hydra-core",
-                "batman-package", "numba"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-    return out.stdout.strip() + ("+dirty" if dirty else "")
-
-
-def write_depths_csv(path: Path, planet_id: int, mu: np.ndarray, sigma: np.ndarray) -> None:
-    """Kaggle submission layout: ``planet_id, wl_1..wl_283, sigma_1..sigma_283`` (one row)."""
-    n = len(mu)
-    header = ["planet_id", *[f"wl_{i + 1}" for i in range(n)], *[f"sigma_{i + 1}" for i in range(n)]]
-    row = [str(planet_id), *[repr(float(v)) for v in mu], *[repr(float(v)) for v in sigma]]
-    atomic_write_text(path, ",".join(header) + "\n" + ",".join(row) + "\n")
 
 
 # ---------------------------------------------------------------------------
@@ -284,6 +166,7 @@ class _Runner:
         self.records: list[StageRecord] = []
         self.outputs: dict[tuple[str, str | None], StoredOutput] = {}
         self.keys: dict[tuple[str, str | None], str] = {}
+        self.not_reused: dict[tuple[str, str | None], str] = {}      #: stored outputs that failed their checksums
         self.scratch = run_dir / ".scratch"
 
     def _report(self, stage: str, inst: str | None, frac: float, msg: str = "") -> None:
@@ -295,12 +178,25 @@ class _Runner:
         return base / name / (inst or PLANET_SCOPE_DIR)
 
     def _cached(self, name: str, inst: str | None, key: str, force: bool) -> StoredOutput | None:
-        """The stored output of ``name`` when caching is on, not forced, and its key matches."""
+        """The stored output of ``name`` when caching is on, not forced, its key matches and its files check out.
+
+        Every file is checked against the output's ``checksums.json`` first: an
+        output edited, truncated or corrupted on disk is recomputed (and the
+        run log says which file), never used.
+        """
         cfg = self.vc.stages[name]
         if not cfg.cache.enabled or force:
             return None
-        out = load_output(self._out_dir(name, inst, cfg))
-        return out if out is not None and out.meta.get("cache_key") == key else None
+        out_dir = self._out_dir(name, inst, cfg)
+        out = load_output(out_dir)
+        if out is None or out.meta.get("cache_key") != key:
+            return None
+        problem = verify_output(out_dir)
+        if problem is not None:
+            log.warning("%s/%s: stored output not reused, recomputing: %s", name, inst or PLANET_SCOPE_DIR, problem)
+            self.not_reused[(name, inst)] = problem
+            return None
+        return out
 
     def _use_cached(self, name: str, inst: str | None, key: str, cached: StoredOutput) -> StoredOutput:
         rec = StageRecord(name, inst, "cached", key, output_dir=str(cached.path))
@@ -323,7 +219,8 @@ class _Runner:
         cached = self._cached(name, inst, key, force)
         if cached is not None:
             return self._use_cached(name, inst, key, cached)
-        return self._run_and_commit(name, inst, inp, key, planet, [])
+        with _named(name, inst), _stage_logging(name, self.vc.stages[name]):
+            return self._run_and_commit(name, inst, inp, key, planet, [])
 
     def run_streamed(self, group: list[tuple[str, str]], name: str, inst: str, inp: Any, key: str, planet,
                      forced: set[str]) -> StoredOutput:
@@ -345,7 +242,8 @@ class _Runner:
         for stage_name, _ in group:
             self._report(stage_name, inst, 0.0, f"streaming into {name}")
         streamed = [(n, k, stream, source) for (n, k), (stream, source) in zip(group, opened)]
-        return self._run_and_commit(name, inst, opened[-1][1], key, planet, streamed)
+        with _named(name, inst), _stage_logging(name, self.vc.stages[name]):
+            return self._run_and_commit(name, inst, opened[-1][1], key, planet, streamed)
 
     def _run_and_commit(self, name: str, inst: str | None, inp: Any, key: str, planet,
                         streamed: list[tuple[str, str, Any, StreamedSource]]) -> StoredOutput:
@@ -353,7 +251,9 @@ class _Runner:
         stage = get_stage(name)
         cfg = self.vc.stages[name]
         out_dir = self._out_dir(name, inst, cfg)
-        rec = StageRecord(name, inst, "ran", key, output_dir=str(out_dir))
+        rec = StageRecord(name, inst, "ran", key, output_dir=str(out_dir),
+                          reason=f"recomputed: {self.not_reused[(name, inst)]}" if (name, inst) in self.not_reused
+                          else "")
         t0 = time.perf_counter()
         self._report(name, inst, 0.0, "running")
         with contextlib.ExitStack() as stack:
@@ -384,6 +284,7 @@ class _Runner:
                 self._report(srec.stage, inst, 1.0, f"streamed into {name}")
             output = writer.commit(self._meta(rec, cfg, {}))
         self.records.append(rec)
+        _log_metrics(name, inst, cfg, rec)
         self._report(name, inst, 1.0, f"done in {rec.seconds:.2f} s")
         return output
 
@@ -431,7 +332,7 @@ class _Runner:
         planet_stages = [n for n in enabled if get_stage(n).scope == "planet"]
         force_from = vc.runtime.from_stage
         forced = set(enabled[enabled.index(force_from):]) if force_from in enabled else set()
-        data_key = _key(OmegaConf.to_container(vc.cfg.data, resolve=True), checksums)
+        data_key = _key(typed_content(vc.cfg)["data"], checksums)
         last: dict[str, tuple[str, StoredOutput | RawInput]] = {}
         for inst in vc.data.instruments:
             key = _key(data_key, inst)
@@ -484,7 +385,7 @@ class _Runner:
         """
         insts = [inst] if inst is not None else list(self.vc.data.instruments)
         reads = {f"{s}/{i}": self.keys.get((s, i)) for s in stage_info(name).reads_outputs for i in insts}
-        key = _key(upstream, name, stage_inputs(self.vc.cfg, name), reads, _code_hash(get_stage(name)))
+        key = _key(upstream, name, stage_inputs(self.vc.cfg, name), reads, code_hash(get_stage(name)))
         self.keys[(name, inst)] = key
         return key
 
@@ -496,16 +397,57 @@ class _Runner:
         return inp
 
 
-def _summary_line(result: RunResult, vc: ValidatedConfig, planet_id: Any, seconds: float) -> str:
-    counts: dict[str, int] = {}
-    for r in result.records:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    warn = sum(1 for r in result.records for g in r.gates if not g.passed)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return (f"{stamp} | profile={vc.cfg.calib.get('profile', '?')} | planet={planet_id} | status={result.status}"
-            f" | stages " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-            + f" | failed_gates={warn} | config={result.config_hash[:12]} | {seconds:.1f}s"
-            + (f" | {result.message}" if result.message else ""))
+@contextlib.contextmanager
+def _named(stage: str, inst: str | None) -> Iterator[None]:
+    """Failures inside a stage surface as one-line :class:`StageError` ``<stage>/<instrument>: <cause>``."""
+    try:
+        yield
+    except (QCError, KeyboardInterrupt):
+        raise
+    except StageError as exc:          # from a stream feeding this stage: it names its own stage
+        raise exc if exc.instrument else StageError(exc.stage, inst, exc.cause) from exc
+    except Exception as exc:
+        log.debug("%s/%s failed", stage, inst or PLANET_SCOPE_DIR, exc_info=True)
+        raise StageError.wrap(stage, inst, exc) from exc
+
+
+@contextlib.contextmanager
+def _stage_logging(name: str, cfg: Any) -> Iterator[None]:
+    """The stage's ``logging.level`` applies to its package's loggers while it runs."""
+    logger = logging.getLogger(f"calib_core.stages.{name}")
+    before = logger.level
+    logger.setLevel(cfg.logging.level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+def _log_metrics(name: str, inst: str | None, cfg: Any, rec: "StageRecord") -> None:
+    """With ``logging.log_sample_stats``, the stage's scalar metrics go to its log at INFO (one line)."""
+    if not cfg.logging.log_sample_stats:
+        return
+    scalars = [(k, v) for k, v in rec.metrics.items()
+               if isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) < 40)]
+    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in scalars)
+    logging.getLogger(f"calib_core.stages.{name}").info("%s/%s in %.2f s: %s", name, inst or PLANET_SCOPE_DIR,
+                                                        rec.seconds, text)
+
+
+@contextlib.contextmanager
+def _run_log(run_dir: Path) -> Iterator[None]:
+    """Everything the engine logs during the run also goes to ``run_dir/run.log``."""
+    handler = logging.FileHandler(run_dir / "run.log", mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    engine = logging.getLogger("calib_core")
+    if engine.level == logging.NOTSET or engine.level > logging.INFO:
+        engine.setLevel(logging.INFO)
+    engine.addHandler(handler)
+    try:
+        yield
+    finally:
+        engine.removeHandler(handler)
+        handler.close()
 
 
 def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: ProgressFn | None = None,
@@ -528,64 +470,51 @@ def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: P
 
     Raises
     ------
-    calib_core.config.ConfigError, calib_core.io.DataLayoutError, QCError
-        Invalid config, unreadable data, or an ``error`` gate failed.  Files
-        written before the failure stay consistent: completed stages are
-        committed, the failing one is not, and ``qc.json`` records the failure.
+    calib_core.config.ConfigError, calib_core.io.DataLayoutError, StageError, QCError
+        Invalid config, unreadable data, a stage that could not complete (one
+        line, ``<stage>/<instrument>: <cause>``), or an ``error`` gate failed.
+    calib_core.rundir.RunDirBusy
+        Another process is writing ``run_dir``.
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM: the run is recorded as ``interrupted`` first.
+
+    Notes
+    -----
+    The run directory holds one run (:mod:`calib_core.rundir`): the previous
+    run's final products are removed before anything runs, and every way the
+    run can end -- ok, failed, interrupted -- is recorded in ``run_state.json``,
+    ``qc.json``, ``run_hash_summary.json`` and ``debug_log.md``; ``depths.csv``
+    exists only after an ``ok`` run.  Completed stages stay committed (the
+    cache), the failing one leaves nothing.
     """
     t_start = time.perf_counter()
     vc = validate_config(cfg)
     run_dir = Path(run_dir if run_dir is not None else cfg.run_dir).expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    planet = resolve_planet(vc)
     chash = config_hash(cfg)
-    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
-    checksums = input_checksums(planet, list(vc.data.instruments), run_dir / ".checksums.json")
-    runner = _Runner(vc, run_dir, progress, force_error_gates)
-    result = RunResult(run_dir, "ok", chash, runner.records, planet=planet, validated=vc)
-    try:
-        runner.run(planet, checksums)
-    except Exception as exc:
-        result.status = "failed"
-        result.message = str(exc) if isinstance(exc, QCError) else f"{type(exc).__name__}: {exc}"
-        if raise_on_failure:
+    with rundir.claim(run_dir, chash), _run_log(run_dir):
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+        result = RunResult(run_dir, "running", chash, [], validated=vc)
+        checksums = None
+        try:
+            result.planet = resolve_planet(vc)
+            checksums = input_checksums(result.planet, list(vc.data.instruments))
+            runner = _Runner(vc, run_dir, progress, force_error_gates)
+            result.records = runner.records
+            runner.run(result.planet, checksums)
+            result.status = "ok"
+        except KeyboardInterrupt as exc:
+            result.status, result.message = "interrupted", str(exc) or "interrupted (Ctrl-C)"
+            log.warning("run interrupted: %s", result.message)
             raise
-    finally:
-        seconds = time.perf_counter() - t_start
-        _write_run_files(result, vc, planet, checksums, seconds)
+        except Exception as exc:
+            result.status = "failed"
+            result.message = str(exc).splitlines()[0] if isinstance(exc, (QCError, StageError)) or \
+                type(exc).__name__ in ("ConfigError", "DataLayoutError", "RunDirBusy") \
+                else f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.error("run failed: %s", result.message)
+            if raise_on_failure:
+                raise
+        finally:
+            write_run_files(result, vc, checksums, time.perf_counter() - t_start)
+            log.info("run %s in %.1f s: %s", result.status, time.perf_counter() - t_start, run_dir)
     return result
-
-
-def _write_run_files(result: RunResult, vc: ValidatedConfig, planet, checksums: dict, seconds: float) -> None:
-    run_dir = result.run_dir
-    qc: dict[str, Any] = {"status": result.status, "message": result.message, "stages": {}}
-    for r in result.records:
-        qc["stages"].setdefault(r.stage, {})[r.instrument or PLANET_SCOPE_DIR] = r.to_json()
-    atomic_write_json(run_dir / "qc.json", qc)
-    depths = result.output("depths") if result.status == "ok" else None
-    if depths is not None:
-        write_depths_csv(run_dir / "depths.csv", planet.planet_id, depths.fields["mu"], depths.fields["sigma"])
-    calibrated = result.output("top_level_calib") if result.status == "ok" else None
-    if calibrated is not None and not calibrated.meta.get("metrics", {}).get("skipped"):
-        write_depths_csv(run_dir / "depths_calibrated.csv", planet.planet_id,
-                         calibrated.fields["mu"], calibrated.fields["sigma"])
-    atomic_write_json(run_dir / "run_hash_summary.json", {
-        "config_hash": result.config_hash,
-        "profile": vc.cfg.calib.get("profile"),
-        "status": result.status,
-        "message": result.message,
-        "planet": {"root": str(planet.root), "split": planet.split, "planet_id": planet.planet_id,
-                   "visit": planet.visit},
-        "input_checksums": checksums,
-        "stage_cache_keys": {f"{r.stage}/{r.instrument or PLANET_SCOPE_DIR}": {"key": r.cache_key,
-                                                                              "status": r.status}
-                             for r in result.records},
-        "versions": dict(_versions()),
-        "git_commit": _git_commit(),
-        "seconds": round(seconds, 3),
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
-    # rewritten, never appended in place: a run directory may share inodes with another (hard-linked copies)
-    log = run_dir / "debug_log.md"
-    previous = log.read_text() if log.is_file() else ""
-    atomic_write_text(log, previous + _summary_line(result, vc, planet.planet_id, seconds) + "\n")

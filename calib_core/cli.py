@@ -20,7 +20,10 @@ Every error ends the process with a non-zero exit code and one line saying why.
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -42,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     from importlib.metadata import entry_points
 
     parser = argparse.ArgumentParser(prog="spectramind", description="Ariel calibration chain and diagnostics")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log progress to stderr (-v: each stage's summary, -vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log errors only")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cal = sub.add_parser("calibrate", help="run the calibration chain on a planet (default: the demo planet)")
@@ -154,6 +160,24 @@ def _make_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _console_logging(verbose: int, quiet: bool) -> logging.Handler:
+    """The engine's log on stderr: warnings by default, INFO with -v, DEBUG with -vv, errors only with -q."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    engine = logging.getLogger("calib_core")
+    engine.addHandler(handler)
+    if engine.level == logging.NOTSET or engine.level > level:
+        engine.setLevel(level)
+    return handler
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a run like Ctrl-C: the run is recorded as interrupted before the process exits."""
+    raise KeyboardInterrupt("interrupted by SIGTERM")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spectramind`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -163,14 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sigma_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
+    handler = _console_logging(args.verbose, args.quiet)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
-        print("spectramind: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"spectramind: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as exc:  # one line, no traceback, for every failure
         print(f"spectramind: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 2 if type(exc).__name__ == "ConfigError" else 1
+    finally:
+        logging.getLogger("calib_core").removeHandler(handler)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 
+from .stages.errors import DataError
+
 __all__ = ["as_2d", "block_mean", "check_series"]
 
 
@@ -40,15 +42,15 @@ def check_series(stage: str, validation, flux: np.ndarray, err: np.ndarray, flag
         for key, shape, expected in ((names[1], err.shape, flux.shape), (names[2], flags.shape, flux.shape),
                                      ("time_s", time_s.shape, (n_frames,)), ("channel grid", grid.shape, (n_chan,))):
             if shape != expected:
-                raise ValueError(f"{stage}: field {key} has shape {shape}, expected {expected} "
+                raise DataError(f"{stage}: field {key} has shape {shape}, expected {expected} "
                                  f"(calib.{stage}.validation.check_shape_compatibility)")
     if validation.require_finite_inputs:
         bad = int(np.count_nonzero((flags == 0) & ~(np.isfinite(flux) & np.isfinite(err))))
         if bad:
-            raise ValueError(f"{stage}: {bad} unflagged samples of {names[0]}/{names[1]} are NaN/Inf "
+            raise DataError(f"{stage}: {bad} unflagged samples of {names[0]}/{names[1]} are NaN/Inf "
                              f"(calib.{stage}.validation.require_finite_inputs)")
         if not np.all(np.isfinite(time_s)):
-            raise ValueError(f"{stage}: time_s has NaN/Inf values (calib.{stage}.validation.require_finite_inputs)")
+            raise DataError(f"{stage}: time_s has NaN/Inf values (calib.{stage}.validation.require_finite_inputs)")
 
 
 def as_2d(array: np.ndarray, dtype: type = np.float64) -> np.ndarray:

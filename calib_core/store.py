@@ -15,8 +15,13 @@ On-disk layout of one stage output (``run_dir/calib/<stage>/<instrument>/``)::
                                    # (CDS needs it: its variance counts both reads' read noise plus
                                    # the Poisson variance of the increment only)
     <field>.npy                    # series stages: photometry_flux, ... (see meta.json)
-    meta.json                      # written last: fields, shapes, dtypes, units,
-                                   # wavelength order, cache key, metrics
+    meta.json                      # fields, shapes, dtypes, units, wavelength order, cache key, metrics
+    checksums.json                 # written last: the xxh3-128 digest of every file above
+
+The directory appears (one rename) only when the stage committed.  Before the
+runner reuses a stored output it checks every file against ``checksums.json``
+(:func:`verify_output`): an output edited, truncated or corrupted on disk is
+recomputed, never used.
 
 A detector stage streamed into the next one (:class:`calib_core.frames.StreamedSource`;
 its ``cache.write_intermediate`` is false) stores everything but the three
@@ -36,10 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from .dq import DQ_DTYPE
 
 __all__ = [
+    "CHECKSUMS_NAME",
     "META_NAME",
     "FramePlane",
     "StoredOutput",
@@ -47,11 +54,14 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "file_digest",
     "load_output",
     "release_pages",
+    "verify_output",
 ]
 
 META_NAME = "meta.json"
+CHECKSUMS_NAME = "checksums.json"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -100,6 +110,39 @@ class StoredOutput:
         from .frames import FrameSource
 
         return FrameSource(self)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """xxh3-128 digest of a file's content (fast: the page cache's speed, not a cryptographic hash)."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_output(path: str | os.PathLike) -> str | None:
+    """Why a committed output cannot be trusted (None: every file matches ``checksums.json``)."""
+    path = Path(path)
+    try:
+        sums = json.loads((path / CHECKSUMS_NAME).read_text())
+    except (OSError, ValueError):
+        return f"{path / CHECKSUMS_NAME}: missing or unreadable"
+    meta_fields = {}
+    try:
+        meta_fields = json.loads((path / META_NAME).read_text()).get("fields", {})
+    except (OSError, ValueError):
+        pass
+    expected = {META_NAME, *(f"{name}.npy" for name in meta_fields)}
+    if set(sums) != expected:
+        return f"{path}: checksums.json lists {sorted(sums)}, the output has {sorted(expected)}"
+    for name, digest in sums.items():
+        try:
+            if file_digest(path / name) != digest:
+                return f"{path / name}: content differs from its checksum (edited or corrupted)"
+        except OSError as exc:
+            return f"{path / name}: {exc.strerror or exc}"
+    return None
 
 
 def load_output(path: str | os.PathLike, mmap: bool = True) -> StoredOutput | None:
@@ -279,7 +322,7 @@ class StoreWriter:
         self.fields[name] = {"shape": list(array.shape), "dtype": array.dtype.name, "unit": unit}
 
     def commit(self, meta: dict) -> StoredOutput:
-        """Close the planes (small maps are flushed), write ``meta.json`` last and move the directory into place."""
+        """Close the planes, write ``meta.json`` and ``checksums.json`` and move the directory into place."""
         for arr in self._maps.values():
             if isinstance(arr, FramePlane):
                 arr.close()
@@ -288,6 +331,8 @@ class StoreWriter:
         self._maps.clear()
         meta = {**self.meta, **meta, "fields": self.fields}
         atomic_write_json(self.tmp_dir / META_NAME, meta)
+        sums = {name: file_digest(self.tmp_dir / name) for name in [META_NAME, *(f"{f}.npy" for f in self.fields)]}
+        atomic_write_json(self.tmp_dir / CHECKSUMS_NAME, sums)
         if self.final_dir.exists():
             trash = self.final_dir.with_name(f".{self.final_dir.name}.{uuid.uuid4().hex}.old")
             os.replace(self.final_dir, trash)

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from calib_core import chain
+from calib_core import provenance
 from calib_core.chain import run_chain
 from calib_core.config import compose_config
 from calib_core.store import load_output
@@ -151,17 +151,17 @@ def test_every_seed_recipe_changes_the_run(recipe_base, demo_root, tmp_path, ove
 def test_code_hash_covers_the_kernels_and_shared_helpers_a_stage_uses(monkeypatch):
     """Editing a kernel or a shared helper (not only the stage's own module) must invalidate cached outputs."""
     adc = get_stage("adc")
-    used = chain._code_modules(type(adc).__module__)
+    used = provenance.code_modules(type(adc).__module__)
     assert {"calib_core.stages.adc.step", "calib_core.stages.adc.convert", "calib_core.stages.pixels",
             "calib_core.dq"} <= set(used)
-    before = chain._code_hash(adc)
+    before = provenance.code_hash(adc)
     real = inspect.getsource
 
     def edited(obj):
         text = real(obj)
         return text + "\n# edited\n" if getattr(obj, "__name__", "") == "calib_core.stages.pixels" else text
 
-    monkeypatch.setattr(chain.inspect, "getsource", edited)
-    assert chain._code_hash(adc) != before
+    monkeypatch.setattr(provenance.inspect, "getsource", edited)
+    assert provenance.code_hash(adc) != before
     # a module the stage does not use leaves its key alone
     assert "calib_core.stages.photometry.step" not in used

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
+from .errors import QCError, StageError, UndeclaredRead
 from .info import StageInfo
 from .streaming import run_stream
 
@@ -46,16 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..frames import FrameAxisMeta, Frames
     from ..store import StoredOutput, StoreWriter
 
-__all__ = ["FrameStream", "Gate", "QCError", "RawInput", "Stage", "StageContext", "StreamStage",
+__all__ = ["FrameStream", "Gate", "QCError", "RawInput", "Stage", "StageContext", "StageError", "StreamStage",
            "UndeclaredRead", "gate"]
-
-
-class QCError(RuntimeError):
-    """A QC gate with ``action_on_fail: error`` failed; the message names stage, gate and value."""
-
-
-class UndeclaredRead(LookupError):
-    """A stage asked its context for a config section or output its ``info`` does not declare."""
 
 
 @dataclass

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataError
+
 __all__ = ["input_read_var", "map_label", "validate_map"]
 
 
@@ -48,11 +50,11 @@ def validate_map(array: Any, *, label: str, frame_shape: tuple[int, int], check_
         ok = arr.ndim == 3 and arr.shape[1:] == tuple(frame_shape) if leading else arr.shape == tuple(frame_shape)
         if not ok:
             want = f"(K, {frame_shape[0]}, {frame_shape[1]})" if leading else str(tuple(frame_shape))
-            raise ValueError(f"{label}: shape {arr.shape} does not match the frames; expected {want}")
+            raise DataError(f"{label}: shape {arr.shape} does not match the frames; expected {want}")
     if require_finite and arr.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         if bad:
-            raise ValueError(f"{label}: {bad} non-finite value(s) (validation.require_finite_inputs is true)")
+            raise DataError(f"{label}: {bad} non-finite value(s) (validation.require_finite_inputs is true)")
     return arr
 
 

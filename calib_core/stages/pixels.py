@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from ..dq import DO_NOT_USE_MASK, DQ, DQ_DTYPE
+from .errors import DataError
 
 __all__ = [
     "FRAME_COUNTS",
@@ -142,7 +143,7 @@ def report_bad_input(count: int, first_frame: int, *, stage: str, key: str, requ
     """
     count = int(count)
     if count and require:
-        raise ValueError(f"{stage}: input '{key}' has {count} non-finite value(s) on usable pixels "
+        raise DataError(f"{stage}: input '{key}' has {count} non-finite value(s) on usable pixels "
                          f"(first in frame {int(first_frame)}); validation.require_finite_inputs is true")
     return count
 

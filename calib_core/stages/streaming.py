@@ -8,6 +8,7 @@ import numpy as np
 
 from ..frames import StreamedSource
 from ..store import StoreWriter, release_pages
+from .errors import StageError
 
 __all__ = ["preview_index", "run_stream", "stream_chain"]
 
@@ -49,7 +50,7 @@ def stream_chain(stages: Iterable[tuple[Any, Any, Any]], inp: Any, chunk_frames:
     source = inp
     stages = list(stages)
     for k, (stage, cfg, ctx) in enumerate(stages):
-        stream = stage.stream(source, cfg, ctx)
+        stream = _Named(stage.stream(source, cfg, ctx), stage.name, ctx.instrument)
         source = StreamedSource(stream, source.iter_chunks(chunk_frames),
                                 preview_index=preview_index(stream.axis.read_kind, stream.n_frames),
                                 prefetch=k == len(stages) - 1)     # the whole streamed group, one chunk ahead
@@ -61,3 +62,22 @@ def preview_index(read_kind: np.ndarray, n_frames: int) -> int:
     """The frame a stage's diagnostics show: the middle signal read (the middle frame without any)."""
     signal = np.flatnonzero(np.asarray(read_kind) == 1)
     return int(signal[len(signal) // 2]) if signal.size else n_frames // 2
+
+
+class _Named:
+    """A stage's stream whose failures name the stage (they surface in the stage it streams into)."""
+
+    def __init__(self, stream: Any, stage: str, instrument: str | None):
+        self._stream, self._stage, self._instrument = stream, stage, instrument
+
+    def process(self, chunk: Any) -> Any:
+        try:
+            return self._stream.process(chunk)
+        except Exception as exc:
+            raise StageError.wrap(self._stage, self._instrument, exc) from exc
+
+    def finish(self, writer: StoreWriter) -> dict:
+        return self._stream.finish(writer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

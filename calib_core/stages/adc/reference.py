@@ -8,6 +8,7 @@ import numpy as np
 
 from ...robust import MAD_TO_SIGMA
 from ...store import release_pages
+from ..errors import DataError
 
 __all__ = ["MEDIAN_VARIANCE_FACTOR", "QUIET_FACTOR", "REF_CLIP_SIGMA", "TEMPLATE_FRAMES", "common_mode",
            "common_mode_offsets", "reference_columns", "reference_levels"]
@@ -31,7 +32,7 @@ def reference_columns(width: int, border_px: int) -> np.ndarray:
         When ``2 * border_px`` does not leave any science column.
     """
     if not 0 < 2 * border_px < width:
-        raise ValueError(f"calib.adc.reference_pixel.border_px = {border_px}: needs 0 < 2*border_px < "
+        raise DataError(f"calib.adc.reference_pixel.border_px = {border_px}: needs 0 < 2*border_px < "
                          f"frame width {width}")
     cols = np.zeros(width, bool)
     cols[:border_px] = cols[width - border_px:] = True

@@ -12,6 +12,7 @@ from ...dq import DQ_DTYPE
 from ...frames import FrameAxisMeta, Frames, write_frame_meta
 from ...store import StoredOutput, StoreWriter, release_pages
 from ..base import FrameStream, Gate, RawInput, Stage, StageContext, gate
+from ..errors import DataError
 from ..maps import map_label, validate_map
 from ..pixels import N_DN_VALUES, DqTally
 from ..streaming import preview_index, run_stream
@@ -71,13 +72,13 @@ def _frame_axis(axis: Any, n: int, inst: str) -> FrameAxisMeta:
     frame_axis = FrameAxisMeta(np.asarray(axis.time_s, np.float64), np.asarray(axis.exptime_s, np.float64),
                                np.asarray(axis.read_kind, np.int8))
     if len(frame_axis) != n:
-        raise ValueError(f"adc: {inst} frame axis has {len(frame_axis)} entries but the signal has {n} frames")
+        raise DataError(f"adc: {inst} frame axis has {len(frame_axis)} entries but the signal has {n} frames")
     return frame_axis
 
 
 def _check_chunk_shape(raw: np.ndarray, frame_shape: tuple[int, ...], first: int, inst: str) -> None:
     if raw.shape[1:] != tuple(frame_shape):
-        raise ValueError(f"adc: {inst} chunk at frame {first} has frame shape {raw.shape[1:]}, "
+        raise DataError(f"adc: {inst} chunk at frame {first} has frame shape {raw.shape[1:]}, "
                          f"expected {tuple(frame_shape)}")
 
 
@@ -131,7 +132,7 @@ class _AdcStream(FrameStream):
 
     def finish(self, writer: StoreWriter) -> dict:
         if self.setup is None:
-            raise ValueError(f"adc: {self.inst} signal has no frames")
+            raise DataError(f"adc: {self.inst} signal has no frames")
         write_frame_meta(writer, self.axis, self.frame_shape, self.wavelength_um)
         writer.put("read_var", self.setup.read_var, "electron2")
         return AdcStage._metrics(self.n_frames, self.dropped, self.gain, self.offset, self.source, None, self.axis,
@@ -183,7 +184,7 @@ class AdcStage(Stage):
             release_pages(*planes, frames=sl)
             ctx.report(sl.stop / n * 0.5, f"{sl.stop}/{n} frames converted")
         if planes is None or setup is None:
-            raise ValueError(f"adc: {inst} signal has no frames")
+            raise DataError(f"adc: {inst} signal has no frames")
         offsets, estimate_var = common_mode(planes[0], setup.ref_cols, frame_axis.read_kind, dropped,
                                             cfg.reference_pixel.strategy, ctx.chunk_frames)
         setup.read_var += np.float32(estimate_var)

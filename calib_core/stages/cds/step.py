@@ -10,6 +10,7 @@ from ...frames import FrameAxisMeta, FrameSource, copy_frame_meta
 from ...robust import masked_median
 from ...store import FramePlane, StoredOutput, StoreWriter, release_pages
 from ..base import Gate, Stage, StageContext, gate
+from ..errors import DataError
 from ..maps import input_read_var
 from ..pixels import FRAME_COUNTS, DqTally, report_bad_input
 from . import INFO
@@ -40,7 +41,7 @@ class CdsStage(Stage):
         plan = plan_pairs(inp.axis, cfg.pairing)
         m = len(plan.signal_idx)
         if m == 0:
-            raise ValueError(f"cds: input '{cfg.io.input_key}' ({inst}) has no signal reads (frame_read_kind 1)")
+            raise DataError(f"cds: input '{cfg.io.input_key}' ({inst}) has no signal reads (frame_read_kind 1)")
         read_var, read_var_source = input_read_var(inp, ctx.planet.calibration(inst), inst)
         static_good = (inp.read(0, 1).dq[0] & STATIC_BITS) == 0
         planes = writer.create_frames(m, shape)

@@ -13,6 +13,7 @@ from ...frames import Frames, FrameSource, copy_frame_meta
 from ...store import StoredOutput, StoreWriter
 from ..adc.conversion import resolve_conversion
 from ..base import FrameStream, Gate, StageContext, StreamStage, gate
+from ..errors import DataError
 from ..maps import input_read_var, map_label, validate_map
 from ..pixels import FRAME_COUNTS, DqTally, report_bad_input
 from ..streaming import preview_index
@@ -34,7 +35,7 @@ def _load_map_file(path: Path) -> np.ndarray:
 
         table = pq.read_table(path)
         return np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
-    raise ValueError(f"calib.dark.per_pixel_map.path = {str(path)!r}: unsupported file type (use .npy or .parquet)")
+    raise DataError(f"calib.dark.per_pixel_map.path = {str(path)!r}: unsupported file type (use .npy or .parquet)")
 
 
 class _DarkStream(FrameStream):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import DataError
 from .illumination import fit_illumination_poly2d, fit_illumination_row_spline
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +48,7 @@ def prepare_flat(flat: np.ndarray, dead: np.ndarray, *, min_flat: float, renorma
     bad = ~np.isfinite(values) | (values <= min_flat)
     good = ~bad & ~np.asarray(dead, bool)
     if not good.any():
-        raise ValueError(f"flat: no usable pixel (all flat values <= min_flat = {min_flat:g} or dead)")
+        raise DataError(f"flat: no usable pixel (all flat values <= min_flat = {min_flat:g} or dead)")
     work = np.where(bad, 1.0, values)
     field = None
     if illumination is not None and illumination.enabled:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...dq import DO_NOT_USE_MASK, DQ
 from ...frames import FrameSource
+from ..errors import DataError
 
 __all__ = [
     "READ_FIRST",
@@ -77,10 +78,10 @@ def sample_layout(read_kind: np.ndarray) -> SampleLayout:
         idx = np.arange(n)
         return SampleLayout("cds", idx, idx, n, 0)
     if np.any(kind == READ_CDS) or np.any((kind != READ_FIRST) & (kind != READ_SIGNAL)):
-        raise ValueError("input mixes CDS frames and reads (read_kind must be all 2, or 0/1)")
+        raise DataError("input mixes CDS frames and reads (read_kind must be all 2, or 0/1)")
     first = np.flatnonzero((kind[:-1] == READ_FIRST) & (kind[1:] == READ_SIGNAL))
     if len(first) == 0:
-        raise ValueError("no first/signal read pair found in the input frames")
+        raise DataError("no first/signal read pair found in the input frames")
     return SampleLayout("reads", first + 1, first, n, n - 2 * len(first))
 
 
