@@ -43,6 +43,7 @@ from .config.compose import ValidatedConfig, config_hash, config_to_yaml, valida
 from .frames import (StoredOutput, StoreWriter, StreamedSource, atomic_write_json, atomic_write_text,
                      load_output)
 from .io.kaggle import CALIBRATION_NAMES, DataLayoutError
+from .io.validate import validate_planet
 from .stages import QCError, get_stage
 from .stages.base import Gate, RawInput, StageContext
 from .stages.common import stream_chain
@@ -531,6 +532,8 @@ def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: P
     run_dir = Path(run_dir if run_dir is not None else cfg.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     planet = resolve_planet(vc)
+    # every input of every instrument is checked before anything is computed or written
+    validate_planet(planet, list(vc.data.instruments))
     chash = config_hash(cfg)
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     checksums = input_checksums(planet, list(vc.data.instruments), run_dir / ".checksums.json")

@@ -366,14 +366,21 @@ def _column_meta(buf, pos, end, chunks, stats, k):
 
 
 @njit(cache=True)
-def _parse_footer(buf, pos, end, chunks, stats, rg_rows, leaves):
-    """Parse FileMetaData.
+def _parse_footer(buf, pos, end):
+    """Parse FileMetaData in one pass.
 
-    Fills (up to their capacity) ``chunks`` (n, 8): type, codec, num_values, total_compressed_size,
-    data_page_offset, dictionary_page_offset, row group, column; ``stats`` (n, 5); ``rg_rows`` (row
-    groups,); ``leaves`` (schema leaves, 3): repetition type, physical type, num_children.
-    Returns (error code, number of chunks, number of row groups, number of schema elements, num_rows).
+    Returns (error code, chunks, stats, rg_rows, leaves, number of chunks, number of row groups,
+    number of schema elements, num_rows) with ``chunks`` (n, 8): physical type, codec, num_values,
+    total_compressed_size, data_page_offset, dictionary_page_offset, row group, column; ``stats``
+    (n, 5): null_count, min, max, has_min, has_max (see :func:`_statistics`); ``rg_rows`` (row
+    groups,); ``leaves`` (schema elements, 3): repetition type, physical type, num_children.  The
+    arrays are sized from the list headers (row groups x schema leaves); chunks beyond that are
+    counted but not stored (the caller refuses the file).
     """
+    chunks = np.zeros((1, 8), np.int64)
+    stats = np.zeros((1, 5), np.int64)
+    rg_rows = np.zeros(0, np.int64)
+    leaves = np.zeros((0, 3), np.int64)
     last = np.int64(0)
     n_chunks = np.int64(0)
     n_rg = np.int64(0)
@@ -382,21 +389,22 @@ def _parse_footer(buf, pos, end, chunks, stats, rg_rows, leaves):
     while True:
         fid, t, pos = _field(buf, pos, end, last)
         if pos < 0:
-            return 1, n_chunks, n_rg, n_schema, num_rows
+            return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
         if t == _STOP:
-            return 0, n_chunks, n_rg, n_schema, num_rows
+            return 0, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
         last = fid
         if fid == 2 and t == _LIST:                       # schema: list<SchemaElement>
             n, et, pos = _list_header(buf, pos, end)
-            if pos < 0 or et != _STRUCT:
-                return 1, n_chunks, n_rg, n_schema, num_rows
+            if pos < 0 or et != _STRUCT or n < 0 or n > end - pos:
+                return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
+            leaves = np.full((n, 3), -1, np.int64)
             for i in range(n):
                 rep, phys, children = np.int64(-1), np.int64(-1), np.int64(0)
                 flast = np.int64(0)
                 while True:
                     ffid, ft, pos = _field(buf, pos, end, flast)
                     if pos < 0:
-                        return 1, n_chunks, n_rg, n_schema, num_rows
+                        return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
                     if ft == _STOP:
                         break
                     flast = ffid
@@ -411,7 +419,7 @@ def _parse_footer(buf, pos, end, chunks, stats, rg_rows, leaves):
                     else:
                         pos = _skip(buf, pos, end, ft)
                     if pos < 0:
-                        return 1, n_chunks, n_rg, n_schema, num_rows
+                        return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
                 if n_schema < leaves.shape[0]:
                     leaves[n_schema, 0], leaves[n_schema, 1], leaves[n_schema, 2] = rep, phys, children
                 n_schema += 1
@@ -419,33 +427,40 @@ def _parse_footer(buf, pos, end, chunks, stats, rg_rows, leaves):
             num_rows, pos = _int_value(buf, pos, end)
         elif fid == 4 and t == _LIST:                     # row_groups: list<RowGroup>
             n, et, pos = _list_header(buf, pos, end)
-            if pos < 0 or et != _STRUCT:
-                return 1, n_chunks, n_rg, n_schema, num_rows
+            if pos < 0 or et != _STRUCT or n < 0 or n > end - pos:
+                return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
+            rg_rows = np.full(n, -1, np.int64)
+            cap = n * max(leaves.shape[0] - 1, 0)
+            if cap > 0 and cap <= end - pos:
+                chunks = np.zeros((cap, 8), np.int64)
+                chunks[:, 5] = -1
+                stats = np.full((cap, 5), -1, np.int64)
+                stats[:, 3:] = 0
             for g in range(n):
                 glast = np.int64(0)
                 col = np.int64(0)
                 while True:
                     gfid, gt, pos = _field(buf, pos, end, glast)
                     if pos < 0:
-                        return 1, n_chunks, n_rg, n_schema, num_rows
+                        return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
                     if gt == _STOP:
                         break
                     glast = gfid
                     if gfid == 1 and gt == _LIST:         # columns: list<ColumnChunk>
                         nc, cet, pos = _list_header(buf, pos, end)
                         if pos < 0 or cet != _STRUCT:
-                            return 1, n_chunks, n_rg, n_schema, num_rows
+                            return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
                         for _ in range(nc):
                             clast = np.int64(0)
                             while True:
                                 cfid, ct, pos = _field(buf, pos, end, clast)
                                 if pos < 0:
-                                    return 1, n_chunks, n_rg, n_schema, num_rows
+                                    return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
                                 if ct == _STOP:
                                     break
                                 clast = cfid
                                 if cfid == 3 and ct == _STRUCT:
-                                    # past the capacity (the counting pass) the last row is scratch
+                                    # past the capacity the last row is scratch (the caller refuses the file)
                                     row = min(n_chunks, chunks.shape[0] - 1)
                                     chunks[row, 6] = n_rg
                                     chunks[row, 7] = col
@@ -453,7 +468,7 @@ def _parse_footer(buf, pos, end, chunks, stats, rg_rows, leaves):
                                 else:
                                     pos = _skip(buf, pos, end, ct)
                                 if pos < 0:
-                                    return 1, n_chunks, n_rg, n_schema, num_rows
+                                    return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
                             n_chunks += 1
                             col += 1
                     elif gfid == 3 and gt == _I64:
@@ -463,12 +478,12 @@ def _parse_footer(buf, pos, end, chunks, stats, rg_rows, leaves):
                     else:
                         pos = _skip(buf, pos, end, gt)
                     if pos < 0:
-                        return 1, n_chunks, n_rg, n_schema, num_rows
+                        return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
                 n_rg += 1
         else:
             pos = _skip(buf, pos, end, t)
             if pos < 0:
-                return 1, n_chunks, n_rg, n_schema, num_rows
+                return 1, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows
 
 
 # ---------------------------------------------------------------------------
@@ -846,26 +861,13 @@ def _check_cached(path: Path, size: int, mtime_ns: int, ino: int) -> ParquetSumm
     footer_start = size - 8 - footer_len
     if footer_start < 4:
         _fail(path, f"footer length {footer_len} exceeds the file size {size}")
-    chunks = np.zeros((1, 8), np.int64)       # counting pass: one scratch row
-    stats = np.zeros((1, 5), np.int64)
-    rg_rows = np.zeros(0, np.int64)
-    leaves = np.zeros((0, 3), np.int64)
-    filled = False
-    for _ in range(2):                           # count, then fill
-        code, n_chunks, n_rg, n_schema, num_rows = _parse_footer(buf, footer_start, size - 8, chunks, stats,
-                                                                 rg_rows, leaves)
-        if code:
-            _fail(path, f"footer (bytes {footer_start}..{size - 8}) is not a valid FileMetaData structure")
-        if filled:
-            break
-        filled = True
-        chunks = np.zeros((max(n_chunks, 1), 8), np.int64)
-        chunks[:, 5] = -1
-        stats = np.full((max(n_chunks, 1), 5), -1, np.int64)
-        stats[:, 3:] = 0
-        rg_rows = np.full(n_rg, -1, np.int64)
-        leaves = np.full((n_schema, 3), -1, np.int64)
-
+    code, chunks, stats, rg_rows, leaves, n_chunks, n_rg, n_schema, num_rows = _parse_footer(buf, footer_start,
+                                                                                             size - 8)
+    if code:
+        _fail(path, f"footer (bytes {footer_start}..{size - 8}) is not a valid FileMetaData structure")
+    if n_chunks and chunks.shape[0] < n_chunks:
+        _fail(path, f"footer lists {n_chunks} column chunks for {n_rg} row groups x {n_schema - 1} schema columns",
+              "one column chunk per column in every row group")
     chunks, stats = chunks[:n_chunks], stats[:n_chunks]
     n_leaves = n_schema - 1
     nested = n_schema < 1 or bool(np.any(leaves[1:, 2] > 0))
