@@ -889,7 +889,8 @@ def _check_cached(path: Path, size: int, mtime_ns: int, ino: int) -> ParquetSumm
     codecs = set(np.unique(chunks[:, 1]).tolist())
     unknown = codecs - set(_CODEC_NAMES) - {3}
     if unknown or 3 in codecs:
-        _fail(path, f"unsupported compression codec {sorted(codecs)}", "UNCOMPRESSED, SNAPPY, GZIP, BROTLI, LZ4 or ZSTD")
+        _fail(path, f"unsupported compression codec {sorted(codecs)}",
+              "UNCOMPRESSED, SNAPPY, GZIP, BROTLI, LZ4 or ZSTD")
 
     # definition levels and value sizes are the same for every column of a signal file; otherwise not checked
     reps = set(leaves[1:, 0].tolist()) if not nested else {-9}
