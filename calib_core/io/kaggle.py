@@ -568,10 +568,10 @@ class Planet:
                 if bad.size:
                     r, c = (int(v) for v in bad[0])
                     raise DataLayoutError(f"{path}: {len(bad)} non-finite values (first: row {r} column_{c} = "
-                                          f"{arr[r, c]!r}); expected finite values in the {name} map")
+                                          f"{float(arr[r, c])!r}); expected finite values in the {name} map")
             if name == "read" and np.any(arr < 0):
                 r, c = (int(v) for v in np.argwhere(arr < 0)[0])
-                raise DataLayoutError(f"{path}: read noise {arr[r, c]!r} e- at row {r} column_{c}; "
+                raise DataLayoutError(f"{path}: read noise {float(arr[r, c])!r} e- at row {r} column_{c}; "
                                       f"expected read noise >= 0")
             maps[name] = arr
         return CalibrationMaps(
@@ -638,8 +638,8 @@ class Planet:
         if bad.size:
             i = int(bad[0])
             raise DataLayoutError(f"{path}: column {time_col!r} is not increasing at row {i + 1} "
-                                  f"({time_h[i + 1]!r} after {time_h[i]!r}); expected strictly increasing "
-                                  f"times in hours since the visit start")
+                                  f"({float(time_h[i + 1])!r} after {float(time_h[i])!r}); "
+                                  f"expected strictly increasing times in hours since the visit start")
         time_s = time_h * 3600.0
         read_kind = (np.arange(n) % 2).astype(np.int8)
         if instrument == "AIRS-CH0":
@@ -647,8 +647,8 @@ class Planet:
             bad = np.flatnonzero(~(integration > 0))
             if bad.size:
                 i = int(bad[0])
-                raise DataLayoutError(f"{path}: column 'AIRS-CH0-integration_time' row {i} = {integration[i]!r} s; "
-                                      f"expected integration times > 0 s")
+                raise DataLayoutError(f"{path}: column 'AIRS-CH0-integration_time' row {i} = "
+                                      f"{float(integration[i])!r} s; expected integration times > 0 s")
             exptime = integration.copy()
             exptime[1::2] += exptime[0::2][: exptime[1::2].size]
             wavelength = cols["AIRS-CH0-axis2-um"]
@@ -657,8 +657,8 @@ class Planet:
                                       f"{FRAME_SHAPE[instrument][1]} non-NaN values, found {wavelength.size}")
             dw = np.diff(wavelength)
             if not (np.all(wavelength > 0) and (np.all(dw < 0) or np.all(dw > 0))):
-                raise DataLayoutError(f"{path}: column 'AIRS-CH0-axis2-um' runs {wavelength[0]!r} .. "
-                                      f"{wavelength[-1]!r} um non-monotonically or not positive; expected "
+                raise DataLayoutError(f"{path}: column 'AIRS-CH0-axis2-um' runs {float(wavelength[0])!r} .. "
+                                      f"{float(wavelength[-1])!r} um non-monotonically or not positive; expected "
                                       f"positive wavelengths, strictly monotonic (descending in the real data)")
             return FrameAxis(time_s, exptime, read_kind, wavelength)
         exptime = np.where(read_kind == 0, FGS_READ_EXPTIME_S[0], FGS_READ_EXPTIME_S[1]).astype(np.float64)
@@ -761,7 +761,7 @@ class Planet:
         bad = np.flatnonzero(~((values >= 0) & (values < 1)))
         if bad.size:
             j = int(bad[0])
-            raise DataLayoutError(f"{path}: {where}wl_{j + 1} = {values[j]!r}; expected a transit depth "
+            raise DataLayoutError(f"{path}: {where}wl_{j + 1} = {float(values[j])!r}; expected a transit depth "
                                   f"(Rp/Rs)^2 in [0, 1)")
         return values
 
@@ -778,12 +778,13 @@ class Planet:
         bad = np.flatnonzero(~(values > 0))
         if bad.size:
             j = int(bad[0])
-            raise DataLayoutError(f"{path}: wl_{j + 1} = {values[j]!r}; expected a wavelength > 0 um")
+            raise DataLayoutError(f"{path}: wl_{j + 1} = {float(values[j])!r}; expected a wavelength > 0 um")
         bad = np.flatnonzero(~(np.diff(values[1:]) > 0))
         if bad.size:
             j = int(bad[0]) + 2
-            raise DataLayoutError(f"{path}: wl_{j + 1} = {values[j]!r} um after wl_{j} = {values[j - 1]!r} um; "
-                                  f"expected wl_2..wl_{N_TARGETS} (AIRS-CH0) strictly increasing")
+            raise DataLayoutError(f"{path}: wl_{j + 1} = {float(values[j])!r} um after wl_{j} = "
+                                  f"{float(values[j - 1])!r} um; expected wl_2..wl_{N_TARGETS} (AIRS-CH0) "
+                                  f"strictly increasing")
         return values
 
     def metadata_paths(self) -> dict[str, str]:

@@ -88,7 +88,8 @@ def _time_axis(planet: Planet, inst: str, n: int) -> tuple[float, float, float]:
                               f"visit start (first read within {MAX_FIRST_READ_H:g} h; 0.1 s in the real data)")
     lo, hi = VISIT_HOURS
     if not lo <= extent <= hi:
-        unit = " - seconds or minutes instead of hours?" if extent > hi else " - days instead of hours?"
+        guesses = (("seconds", 1 / 3600), ("minutes", 1 / 60), ("days", 24.0))
+        unit = next((f" - {name} instead of hours?" for name, factor in guesses if lo <= extent * factor <= hi), "")
         raise DataLayoutError(f"{path}: column {hint}, a visit of {extent:.6g} h{unit}; expected hours since the "
                               f"visit start and a visit of {lo:g}-{hi:g} h (7.5 h in the real data)")
     period_s = period_h * 3600.0
@@ -112,8 +113,8 @@ def _check_wavelengths(planet: Planet, run_airs: bool) -> None:
     path = planet.root / "wavelengths.csv"
     lo, hi = FGS1_BAND_UM
     if not lo <= wl[0] <= hi:
-        raise DataLayoutError(f"{path}: wl_1 = {wl[0]!r} um; expected the FGS1 wavelength in [{lo:g}, {hi:g}] um "
-                              f"(0.7 in the real data)")
+        raise DataLayoutError(f"{path}: wl_1 = {float(wl[0])!r} um; expected the FGS1 wavelength in "
+                              f"[{lo:g}, {hi:g}] um (0.7 in the real data)")
     if not run_airs:
         return
     axis_um = planet.axis("AIRS-CH0").wavelength_um
@@ -123,8 +124,9 @@ def _check_wavelengths(planet: Planet, run_airs: bool) -> None:
     bad = np.flatnonzero(~(diff <= WAVELENGTH_TOL_UM))
     if bad.size:
         j = int(bad[0])
-        raise DataLayoutError(f"{path}: wl_{j + 2} = {wl[j + 1]!r} um but 'AIRS-CH0-axis2-um' of axis_info.parquet "
-                              f"gives {expected[j]!r} um for its detector column {b - 1 - j}; expected "
+        raise DataLayoutError(f"{path}: wl_{j + 2} = {float(wl[j + 1])!r} um but 'AIRS-CH0-axis2-um' of "
+                              f"axis_info.parquet gives {float(expected[j])!r} um for its detector column "
+                              f"{b - 1 - j}; expected "
                               f"wl_2..wl_{N_TARGETS} = AIRS-CH0-axis2-um[{a}:{b}] reversed "
                               f"(within {WAVELENGTH_TOL_UM:g} um)")
 
