@@ -347,6 +347,8 @@ def test_unknown_added_key_is_refused(root, tmp_path, capsys):
                     "adding keys is not allowed")
     with pytest.raises(ConfigError, match="data.foo"):
         compose_config("calib/fast", ["+data.foo=1"])
+    with pytest.raises(ConfigError, match=r"run_dir = 'run_dir=/tmp/a=b': not a valid override .*quoted"):
+        compose_config("calib/fast", ["run_dir=/tmp/a=b"])
 
 
 def test_sigma_calibrate_out_is_a_file(tmp_path, capsys):

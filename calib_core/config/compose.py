@@ -109,9 +109,17 @@ def stage_schema(name: str) -> type:
 
 def _parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any, str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
+    parser = OverridesParser.create()
     parsed = []
-    for ov in OverridesParser.create().parse_overrides(list(overrides)):
+    for line in overrides:
+        try:
+            (ov,) = parser.parse_overrides([line])
+        except HydraException as exc:
+            raise ConfigError(line.split("=", 1)[0] if "=" in line else line, line,
+                              f"not a valid override ({str(exc).splitlines()[0]}); expected key=value, with "
+                              f"a value holding '=', spaces or brackets quoted") from None
         parsed.append((ov.key_or_group, ov.value(), ov.input_line))
     return parsed
 
