@@ -240,15 +240,19 @@ def _to_float(path: Path, name: str, value: str, where: str = "") -> float:
 
 
 def _parse_planet_id(path: Path, row: _CsvRow, idx: int) -> int:
-    """The planet id of a CSV row: a non-negative integer (``123`` or ``123.0``)."""
+    """The planet id of a CSV row: a non-negative integer (``123``, or ``123.0`` as pandas may write it)."""
     value = row[idx].strip()
     try:
-        number = float(value)
+        number = int(value)                     # exact for any size
     except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and number >= 0 and number == int(number)):
+        try:
+            as_float = float(value)
+        except ValueError:
+            as_float = math.nan
+        number = int(as_float) if math.isfinite(as_float) and as_float == int(as_float) else -1
+    if number < 0:
         raise DataLayoutError(f"{path}: line {row.line}: planet_id = {value!r}; expected a non-negative integer id")
-    return int(number)
+    return number
 
 
 def _planet_row(path: Path, header: list[str], rows: list[_CsvRow], planet_id: int) -> _CsvRow | None:
