@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import rundir
 from .config.compose import ValidatedConfig, config_hash, config_to_yaml, typed_content, validate_config
 from .frames import StreamedSource
+from .io.validate import validate_planet
 from .plan import stage_inputs
 from .provenance import PLANET_SCOPE_DIR, code_hash, input_checksums, write_run_files
 from .stages import get_stage, stage_info
@@ -497,6 +498,8 @@ def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: P
         checksums = None
         try:
             result.planet = resolve_planet(vc)
+            # every input of every instrument is checked before anything is computed
+            validate_planet(result.planet, list(vc.data.instruments))
             checksums = input_checksums(result.planet, list(vc.data.instruments))
             runner = _Runner(vc, run_dir, progress, force_error_gates)
             result.records = runner.records

@@ -119,11 +119,17 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     from .config import config_to_yaml
 
+    from .config import ConfigError
+
+    if args.cfg is None and (args.package or args.resolve):
+        raise ConfigError("--package" if args.package else "--resolve", args.package or True,
+                          "only applies with --cfg job (printing the composed config)")
     cfg = compose_from_args(args)
     if args.cfg == "job":
-        node = OmegaConf.select(cfg, args.package) if args.package else cfg
+        node = OmegaConf.select(cfg, args.package, default=None) if args.package else cfg
         if node is None:
-            raise KeyError(f"--package {args.package}: no such section")
+            raise ConfigError("--package", args.package, "no such section of the composed config; top-level "
+                                                         "sections are " + ", ".join(map(str, cfg.keys())))
         text = OmegaConf.to_yaml(node, resolve=args.resolve) if args.package else config_to_yaml(cfg, args.resolve)
         print(text, end="")
         return 0
@@ -151,9 +157,34 @@ def _batch(args: argparse.Namespace) -> int:
     return 1 if n_bad else 0
 
 
+def _check_make_demo_args(args: argparse.Namespace) -> None:
+    """One ConfigError line naming the option for every argument make_demo would refuse."""
+    from .config import ConfigError
+    from .io.demo import DEFAULT_N_PAIRS
+    from .io.kaggle import FULL_FRAMES
+
+    if args.seed < 0:
+        raise ConfigError("--seed", args.seed, "must be >= 0")
+    if args.planet_id is not None and args.planet_id < 0:
+        raise ConfigError("--planet-id", args.planet_id, "must be a non-negative integer")
+    if args.full and args.n_pairs is not None:
+        raise ConfigError("--n-pairs", args.n_pairs, "give either --full or --n-pairs, not both")
+    top = min(FULL_FRAMES.values()) // 2     # AIRS-CH0 has the fewest pairs at full size
+    if args.n_pairs is not None and not 2 <= args.n_pairs <= top:
+        raise ConfigError("--n-pairs", args.n_pairs, f"must be >= 2 and <= {top} (--full for the real frame counts)")
+    pairs = top if args.full else args.n_pairs if args.n_pairs is not None else DEFAULT_N_PAIRS
+    if not 0 <= args.drop_pairs < pairs:
+        raise ConfigError("--drop-pairs", args.drop_pairs, f"must be >= 0 and < {pairs} (the read pairs)")
+    blocking = next((p for p in (args.out, *args.out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError("OUT", str(args.out), f"{blocking} exists and is not a directory; expected a dataset "
+                                                f"root directory (created if absent)")
+
+
 def _make_demo(args: argparse.Namespace) -> int:
     from .io.demo import make_demo
 
+    _check_make_demo_args(args)
     out = make_demo(args.out, seed=args.seed, full=args.full, planet_id=args.planet_id, n_pairs=args.n_pairs,
                     drop_pairs=args.drop_pairs, overwrite=args.overwrite)
     print(f"demo planet written to {out}")

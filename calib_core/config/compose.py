@@ -49,6 +49,7 @@ __all__ = [
 CONFIG_DIR = Path(os.environ.get("SPECTRAMIND_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
 INSTRUMENT_NAMES = ("FGS1", "AIRS-CH0")
 RESERVED_CALIB_KEYS = ("profile", "method")
+TOP_LEVEL_KEYS = ("calib", "data", "runtime", "run_dir")
 #: Hydra's GlobalHydra is process-wide state: one composition at a time (the app composes from several threads)
 _HYDRA_LOCK = threading.Lock()
 
@@ -61,6 +62,18 @@ class DataConfig:
     visit: int = opt(0, ge=0, doc="observation index (_0, _1)")
     instruments: list = opt(["FGS1", "AIRS-CH0"], choices=INSTRUMENT_NAMES, doc="instruments to calibrate")
     demo_seed: int = opt(0, ge=0, doc="seed of the built-in demo planet (data.root null)")
+
+    def check(self, prefix: str) -> None:
+        """``planet_id`` is an integer (a directory name) or null; a string of digits is taken as one."""
+        pid = self.planet_id
+        if pid is None:
+            return
+        if isinstance(pid, str) and pid.strip().isdigit():
+            self.planet_id = int(pid.strip())
+        elif not isinstance(pid, int) or isinstance(pid, bool) or pid < 0:
+            raise ConfigError(f"{prefix}.planet_id", pid, "must be a non-negative integer planet id "
+                                                          "(a directory name under <root>/<split>), or null "
+                                                          "for the first planet of the split")
 
 
 @dataclass
@@ -97,16 +110,33 @@ def stage_schema(name: str) -> type:
 
 def _parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any, str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
+    parser = OverridesParser.create()
     parsed = []
-    for ov in OverridesParser.create().parse_overrides(list(overrides)):
+    for line in overrides:
+        try:
+            (ov,) = parser.parse_overrides([line])
+        except HydraException as exc:
+            raise ConfigError(line.split("=", 1)[0] if "=" in line else line, line,
+                              f"not a valid override ({str(exc).splitlines()[0]}); expected key=value, with "
+                              f"a value holding '=', spaces or brackets quoted") from None
         parsed.append((ov.key_or_group, ov.value(), ov.input_line))
     return parsed
+
+
+def _refuse_added_top_level_keys(overrides: Sequence[str]) -> None:
+    """``+foo=1`` would add a top-level key nothing reads (keys below calib/data/runtime are schema-checked)."""
+    for key, value, line in _parse_overrides(overrides):
+        if line.lstrip().startswith("+") and key.split(".", 1)[0] not in TOP_LEVEL_KEYS:
+            raise ConfigError(key, value, "adding keys is not allowed; " + _unknown_key_hint(key))
 
 
 def _compose_hydra(config_name: str, overrides: Sequence[str], config_dir: Path) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
+
+    _refuse_added_top_level_keys(overrides)
 
     try:
         with _HYDRA_LOCK, initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):

@@ -47,7 +47,10 @@ data (their true response is 0).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import io
 import json
 import math
 import numbers
@@ -63,7 +66,9 @@ import pyarrow.parquet as pq
 from scipy.interpolate import PchipInterpolator
 from scipy.special import ndtr
 
-from .kaggle import AIRS_CROP, FRAME_SHAPE, FULL_FRAMES, INSTRUMENTS, N_LINEAR_COEFFS, N_TARGETS, DataLayoutError
+from ..store import atomic_write_text
+from .kaggle import (AIRS_CROP, FRAME_SHAPE, FULL_FRAMES, INSTRUMENTS, N_LINEAR_COEFFS, N_TARGETS, DataLayoutError,
+                     _parse_planet_id, _read_csv)
 
 __all__ = [
     "DEMO_PLANET_ID",
@@ -594,14 +599,43 @@ def _resolve_n_pairs(full: bool, n_pairs: int | dict | None) -> dict[str, int]:
     return counts
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+_SHARED_FILES = ("axis_info.parquet", "adc_info.csv", "wavelengths.csv")  #: one per dataset, shared by its planets
+
+
+def _row_files(split: str) -> list[str]:
+    """Dataset-level CSVs holding one row per planet of ``split``."""
+    return (["train.csv"] if split == "train" else []) + [f"{split}_star_info.csv"]
+
+
+def _is_dataset(out: Path) -> bool:
+    names = {*_SHARED_FILES, "train", "test", "train.csv", "train_star_info.csv", "test_star_info.csv"}
+    return any((out / name).exists() for name in names)
+
+
+def _other_planets(out: Path, split: str, planet_id: int) -> list[str]:
+    """``split/id`` of every planet directory in ``out`` except the one being written."""
+    found = []
+    for s in ("train", "test"):
+        if (out / s).is_dir():
+            found += [f"{s}/{p.name}" for p in (out / s).iterdir()
+                      if p.name.isdigit() and not (s == split and int(p.name) == planet_id)]
+    return sorted(found)
+
+
+def _check_out_dir(out: Path, overwrite: bool, planet_id: int, split: str) -> None:
+    """Refuse to replace an existing planet without ``overwrite`` or to write into a non-dataset directory."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"demo output {out} exists and is not a directory")
-    if out.is_dir() and not overwrite:
-        entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(".tmp-"))
-        if entries:
-            raise FileExistsError(f"demo output directory {out} is not empty (found {entries[:5]}); "
-                                  f"pass overwrite=True to replace the demo files in it")
+    if not out.is_dir() or overwrite:
+        return
+    mine = [p for p in (out / split / str(planet_id), out / "truth" / str(planet_id)) if os.path.lexists(p)]
+    if mine:
+        raise FileExistsError(f"demo output directory {out} is not empty: planet {planet_id} exists ({mine[0]}); "
+                              f"pass overwrite=True (make-demo --overwrite) to replace it")
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(".tmp-"))
+    if entries and not _is_dataset(out):
+        raise FileExistsError(f"demo output directory {out} is not empty (found {entries[:5]}) and not a dataset "
+                              f"root; pass overwrite=True (make-demo --overwrite) to write the demo files into it")
 
 
 def _generate(tmp: Path, seed: int, planet_id: int, n_pairs: dict[str, int], drop_pairs: int, split: str) -> None:
@@ -651,7 +685,7 @@ def _generate(tmp: Path, seed: int, planet_id: int, n_pairs: dict[str, int], dro
         cosmic_rays += sysm["cosmic_rays"]
 
     _write_truth_json(truth_dir, seed, planet_id, split, system, spectrum, per_instrument, cosmic_rays)
-    _write_metadata(tmp, planet_id, split, system, spectrum, wavelengths, n_pairs)
+    _write_metadata(tmp, planet_id, split, system, spectrum)
 
 
 def _write_truth_json(truth_dir: Path, seed: int, planet_id: int, split: str, system: dict, spectrum: dict,
@@ -679,31 +713,153 @@ def _write_truth_json(truth_dir: Path, seed: int, planet_id: int, split: str, sy
     (truth_dir / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
 
 
-def _write_metadata(tmp: Path, planet_id: int, split: str, system: dict, spectrum: dict,
-                    wavelengths: np.ndarray, n_pairs: dict[str, int]) -> None:
+def _write_metadata(tmp: Path, planet_id: int, split: str, system: dict, spectrum: dict) -> None:
+    """The planet's rows: ``train.csv`` (train split) and ``<split>_star_info.csv``, one row each."""
     wl_names = [f"wl_{j}" for j in range(1, N_TARGETS + 1)]
     if split == "train":
         _write_csv(tmp / "train.csv", ["planet_id", *wl_names], [[planet_id, *map(float, spectrum["depth"])]])
     star = system["star"]
     _write_csv(tmp / f"{split}_star_info.csv", ["planet_id", *star], [[planet_id, *map(float, star.values())]])
-    _write_csv(tmp / "wavelengths.csv", wl_names, [list(map(float, wavelengths))])
+
+
+def _write_shared(tmp: Path, n_pairs: dict[str, int]) -> None:
+    """The dataset-level files every planet shares: wavelengths.csv, adc_info.csv, axis_info.parquet."""
+    wl_names = [f"wl_{j}" for j in range(1, N_TARGETS + 1)]
+    _write_csv(tmp / "wavelengths.csv", wl_names, [list(map(float, target_wavelengths()))])
     _write_csv(tmp / "adc_info.csv",
                ["FGS1_adc_offset", "FGS1_adc_gain", "AIRS-CH0_adc_offset", "AIRS-CH0_adc_gain"],
                [[ADC_OFFSET, ADC_GAIN, ADC_OFFSET, ADC_GAIN]])
     pq.write_table(pa.table(_axis_columns(n_pairs)), tmp / "axis_info.parquet", compression="snappy")
 
 
-def _move_into_place(tmp: Path, out: Path, planet_id: int, split: str) -> None:
-    """Move generated entries from ``tmp`` into ``out``; the planet directory goes last."""
-    entries = [Path("truth") / str(planet_id)]
-    entries += sorted(p.relative_to(tmp) for p in tmp.iterdir() if p.is_file())
-    entries += [Path(split) / str(planet_id)]
-    for rel in entries:
-        dest = out / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_dir():
-            shutil.rmtree(dest)
-        os.replace(tmp / rel, dest)
+@contextlib.contextmanager
+def _dataset_lock(out: Path):
+    """Exclusive lock on the dataset root directory while its dataset-level files are merged and written."""
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)                     # releases the lock
+
+
+def _same_table(new: Path, old: Path) -> bool:
+    """Two ``axis_info.parquet`` files hold the same columns and values (NaN padding included)."""
+    a, b = pq.read_table(new), pq.read_table(old)
+    if a.column_names != b.column_names or a.num_rows != b.num_rows:
+        return False
+    return all(np.array_equal(a.column(c).to_numpy(zero_copy_only=False).astype(np.float64),
+                              b.column(c).to_numpy(zero_copy_only=False).astype(np.float64), equal_nan=True)
+               for c in a.column_names)
+
+
+def _same_csv(new: Path, old: Path) -> bool:
+    """Two single-table CSVs have the same header and numerically equal rows."""
+    (h1, r1), (h2, r2) = _read_csv(new), _read_csv(old)
+    if h1 != h2 or len(r1) != len(r2):
+        return False
+    try:
+        return all(np.array_equal(np.array(x, np.float64), np.array(y, np.float64)) for x, y in zip(r1, r2))
+    except ValueError:
+        return False
+
+
+def _axis_frames(path: Path) -> str:
+    """'n AIRS-CH0 / m FGS1 frames' of an axis_info file, for messages."""
+    table = pq.read_table(path)
+    counts = []
+    for inst in ("AIRS-CH0", "FGS1"):
+        col = f"{inst}-axis0-h"
+        if col in table.column_names:
+            values = table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
+            counts.append(f"{int(np.isfinite(values).sum())} {inst}")
+    return " / ".join(counts) + " frames"
+
+
+def _shared_file_plan(tmp: Path, out: Path, others: list[str]) -> list[str]:
+    """Names of the shared files to write; refuse when one would change what other planets read."""
+    plan = []
+    for name in _SHARED_FILES:
+        new, old = tmp / name, out / name
+        if not os.path.lexists(old) or not others:
+            plan.append(name)            # absent, or used by no other planet: (re)written
+            continue
+        try:
+            same = _same_table(new, old) if name.endswith(".parquet") else _same_csv(new, old)
+        except (DataLayoutError, pa.ArrowException, OSError, ValueError) as exc:
+            raise DataLayoutError(f"{old}: unreadable ({str(exc).splitlines()[0][:200]}) and shared with planets "
+                                  f"{', '.join(others[:5])}; expected a readable file (nothing was written)") from None
+        if not same:
+            detail = (f"holds {_axis_frames(old)}, the new planet needs {_axis_frames(new)}"
+                      if name.endswith(".parquet") else "differs from the values the new planet needs")
+            raise DataLayoutError(f"{old}: {detail}; expected the same {name} for every planet of the dataset "
+                                  f"(shared with {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}): "
+                                  f"use the same number of pairs, or another root (nothing was written)")
+    return plan
+
+
+def _merged_rows(tmp: Path, out: Path, name: str, planet_id: int, overwrite: bool) -> str:
+    """Text of dataset CSV ``name``: the existing rows of other planets plus the new planet's row."""
+    header, new_rows = _read_csv(tmp / name)
+    old_path = out / name
+    if not os.path.lexists(old_path):
+        rows = new_rows
+    else:
+        old_header, old_rows = _read_csv(old_path)          # a corrupt file is refused, never rewritten
+        if old_header != header:
+            raise DataLayoutError(f"{old_path}: columns {old_header[:4]}... differ from the demo's "
+                                  f"{header[:4]}...; expected the Kaggle columns (nothing was written)")
+        idx = header.index("planet_id")
+        keep = []
+        for row in old_rows:
+            if _parse_planet_id(old_path, row, idx) == planet_id:
+                if not overwrite:
+                    raise DataLayoutError(f"{old_path}: line {row.line} already holds planet_id {planet_id}; "
+                                          f"expected no row for a new planet (pass overwrite=True, "
+                                          f"make-demo --overwrite, to replace it)")
+                continue
+            keep.append(row)
+        rows = keep + new_rows
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _replace_dir(src: Path, dest: Path) -> None:
+    """Move directory ``src`` to ``dest``; an existing ``dest`` is moved aside first and deleted after."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if os.path.lexists(dest):
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+
+
+def _move_into_place(tmp: Path, out: Path, planet_id: int, split: str, overwrite: bool) -> None:
+    """Merge the generated planet into the dataset ``out`` without damaging its other planets.
+
+    Under an exclusive lock on ``out``: shared files (axis_info, adc_info, wavelengths) must
+    equal the existing ones when other planets use them (else DataLayoutError, nothing written);
+    the planet's rows are added to ``train.csv`` / ``<split>_star_info.csv`` (replacing its old
+    row with ``overwrite``); every file is replaced atomically, the planet directory last.
+    """
+    with _dataset_lock(out):
+        others = _other_planets(out, split, planet_id)
+        shared = _shared_file_plan(tmp, out, others)
+        merged = {name: _merged_rows(tmp, out, name, planet_id, overwrite) for name in _row_files(split)}
+        _replace_dir(tmp / "truth" / str(planet_id), out / "truth" / str(planet_id))
+        for name in shared:
+            os.replace(tmp / name, out / name)
+        for name, text in merged.items():
+            atomic_write_text(out / name, text)
+        _replace_dir(tmp / split / str(planet_id), out / split / str(planet_id))
 
 
 def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False, planet_id: int | None = None, *,
@@ -714,7 +870,7 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
     Parameters
     ----------
     out : str or os.PathLike
-        Dataset root to create (must be empty or absent unless ``overwrite``).
+        Dataset root: absent, empty, or an existing dataset (Kaggle layout) to add the planet to.
     seed : int
         Seed of all random streams; the output bytes are identical for a given seed.
     full : bool
@@ -728,8 +884,8 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
     drop_pairs : int
         Pairs per instrument lost in telemetry: both reads are written as all-zero DN rows.
     overwrite : bool
-        Allow writing into a non-empty ``out``: the files this function writes are replaced,
-        other entries are left untouched.
+        Replace an existing planet of the same id (its directory, truth and rows), or write into
+        a non-empty directory that is not a dataset.  Other planets are never touched.
     split : str
         ``"train"`` (writes ``train.csv`` labels) or ``"test"`` (no labels file).
 
@@ -738,10 +894,23 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
     pathlib.Path
         The dataset root ``out``.
 
+    Raises
+    ------
+    FileExistsError
+        The planet exists and ``overwrite`` is false, or ``out`` is a non-empty non-dataset directory.
+    DataLayoutError
+        ``out`` holds other planets whose shared files (``axis_info.parquet``, ``adc_info.csv``,
+        ``wavelengths.csv``) differ from this planet's (e.g. another ``n_pairs``), or one of its
+        dataset CSVs is unreadable: nothing is written.
+
     Notes
     -----
-    Everything is generated under ``out/.tmp-*`` and moved into place at the end (the planet
-    directory last), so an interrupted run never leaves a planet that looks complete.
+    Everything is generated under ``out/.tmp-*`` and merged into the dataset at the end under
+    an exclusive lock on ``out``: the planet's rows are added to ``train.csv`` and
+    ``<split>_star_info.csv`` (the other planets' rows are kept), shared files are written only
+    when absent, equal, or used by no other planet, every file is replaced atomically and the
+    planet directory comes last, so an interrupted run never leaves a planet that looks complete
+    and never damages the planets already there.
     """
     out = Path(out)
     planet_id = DEMO_PLANET_ID if planet_id is None else int(planet_id)
@@ -750,12 +919,15 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if not 0 <= drop_pairs < min(counts.values()):
         raise ValueError(f"drop_pairs must be in [0, {min(counts.values())}), got {drop_pairs}")
-    _check_out_dir(out, overwrite)
+    _check_out_dir(out, overwrite, planet_id, split)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
     try:
+        _write_shared(tmp, counts)
+        with _dataset_lock(out):         # refuse a disagreeing dataset before minutes of simulation
+            _shared_file_plan(tmp, out, _other_planets(out, split, planet_id))
         _generate(tmp, seed, planet_id, counts, drop_pairs, split)
-        _move_into_place(tmp, out, planet_id, split)
+        _move_into_place(tmp, out, planet_id, split, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
+import logging
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..prefetch import prefetched
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "INSTRUMENTS",
@@ -60,6 +66,19 @@ _AXIS_FILE = "axis_info.parquet"
 _WAVELENGTH_FILE = "wavelengths.csv"
 _ADC_FILE_2025 = "adc_info.csv"
 _STAR_INFO_KEYS = ("Rs", "Ms", "Ts", "Mp", "e", "P", "sma", "i")
+#: star info: physically possible values (refused outside) and the train-set range of ariel_data.md 1.7
+#: (a value outside it is logged).  (low, low inclusive, high, high inclusive, unit, train min, train max)
+STAR_INFO_BOUNDS = {
+    "Rs": (0.0, False, math.inf, False, "R_sun", 0.654, 2.887),
+    "Ms": (0.0, False, math.inf, False, "M_sun", 0.599, 1.818),
+    "Ts": (0.0, False, math.inf, False, "K", 4236.0, 6979.0),
+    "Mp": (0.0, False, math.inf, False, "planet mass", 0.049, 24.7),
+    "e": (0.0, True, 1.0, False, "", 0.0, 0.0),
+    "P": (0.0, False, math.inf, False, "days", 2.78, 7.61),
+    "sma": (1.0, False, math.inf, False, "a/R_s (the orbit lies outside the star)", 4.23, 20.95),
+    "i": (0.0, True, 90.0, True, "degrees", 85.57, 90.0),
+}
+_MAX_CSV_BYTES = 512 << 20  # the largest real CSV (train.csv, 1100 x 284) is ~6 MB
 _MIN_BATCH_FRAMES = 2048  # parquet batches are never smaller: each costs ~0.2-0.3 s on 11392-column files (~250 MB peak for AIRS)
 
 
@@ -134,20 +153,71 @@ def _check_instrument(instrument: str) -> None:
         raise ValueError(f"unknown instrument {instrument!r}; expected one of {INSTRUMENTS}")
 
 
+def _exc_text(exc: BaseException) -> str:
+    """First line of an exception's message (no class name), at most 200 characters."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
 def _require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise DataLayoutError(f"{what} not found: expected file {path}")
     return path
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Read a small CSV file into its header and rows of strings."""
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise DataLayoutError(f"{path}: expected a header row, found an empty file")
-    header = [h.strip() for h in rows[0]]
-    return header, [r for r in rows[1:] if r]
+class _CsvRow(list):
+    """One CSV data row (a list of strings) that knows its line number in the file."""
+
+    line: int = 0
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[_CsvRow]]:
+    """Read a small CSV file into its header and rows of strings.
+
+    Every failure is a :class:`DataLayoutError` naming the file: unreadable, binary or
+    non-UTF-8 content, malformed quoting, duplicate header names, or a row whose number
+    of fields differs from the header's (named by its line number).
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_MAX_CSV_BYTES + 1)
+    except OSError as exc:
+        raise DataLayoutError(f"{path}: cannot be read ({exc.strerror or exc}); expected a readable CSV file") from None
+    if len(raw) > _MAX_CSV_BYTES:
+        raise DataLayoutError(f"{path}: larger than {_MAX_CSV_BYTES >> 20} MB; expected a small CSV table")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise DataLayoutError(f"{path}: binary content (NUL byte at offset {nul}); expected a text CSV file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataLayoutError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                              f"expected a text CSV file") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DataLayoutError(f"{path}: empty file; expected a header row")
+        header = [h.strip() for h in header]
+        rows: list[_CsvRow] = []
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            row = _CsvRow(fields)
+            row.line = reader.line_num
+            if len(row) != len(header):
+                raise DataLayoutError(f"{path}: line {row.line} has {len(row)} fields; expected {len(header)}, "
+                                      f"one per header column")
+            rows.append(row)
+    except csv.Error as exc:
+        raise DataLayoutError(f"{path}: malformed CSV at line {reader.line_num} ({exc}); "
+                              f"expected a comma-separated table") from None
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataLayoutError(f"{path}: column {name!r} appears twice in the header; expected unique columns")
+        seen.add(name)
+    return header, rows
 
 
 def _column_index(path: Path, header: list[str], name: str) -> int:
@@ -158,26 +228,83 @@ def _column_index(path: Path, header: list[str], name: str) -> int:
                               f"{' ...' if len(header) > 12 else ''}") from None
 
 
-def _to_float(path: Path, name: str, value: str) -> float:
+def _to_float(path: Path, name: str, value: str, where: str = "") -> float:
+    """``value`` of column ``name`` as a finite float (``where``: e.g. "planet_id 7: " for the message)."""
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise DataLayoutError(f"{path}: column {name!r} should be numeric, found {value!r}") from None
+        raise DataLayoutError(f"{path}: {where}column {name!r} = {value!r}; expected a number") from None
+    if not math.isfinite(number):
+        raise DataLayoutError(f"{path}: {where}column {name!r} = {value!r}; expected a finite number")
+    return number
 
 
-def _planet_row(path: Path, header: list[str], rows: list[list[str]], planet_id: int) -> list[str] | None:
-    """Return the row of ``planet_id`` (column ``planet_id``) or None."""
+def _parse_planet_id(path: Path, row: _CsvRow, idx: int) -> int:
+    """The planet id of a CSV row: a non-negative integer (``123``, or ``123.0`` as pandas may write it)."""
+    value = row[idx].strip()
+    try:
+        number = int(value)                     # exact for any size
+    except ValueError:
+        try:
+            as_float = float(value)
+        except ValueError:
+            as_float = math.nan
+        number = int(as_float) if math.isfinite(as_float) and as_float == int(as_float) else -1
+    if number < 0:
+        raise DataLayoutError(f"{path}: line {row.line}: planet_id = {value!r}; expected a non-negative integer id")
+    return number
+
+
+def _planet_row(path: Path, header: list[str], rows: list[_CsvRow], planet_id: int) -> _CsvRow | None:
+    """Return the row of ``planet_id`` (column ``planet_id``) or None.
+
+    Every row's id must be an integer and appear once: a corrupt file is refused, not
+    searched around.
+    """
     idx = _column_index(path, header, "planet_id")
+    found: _CsvRow | None = None
     for row in rows:
-        if int(float(row[idx])) == planet_id:
-            return row
-    return None
+        if _parse_planet_id(path, row, idx) == planet_id:
+            if found is not None:
+                raise DataLayoutError(f"{path}: planet_id {planet_id} appears on lines {found.line} and {row.line}; "
+                                      f"expected one row per planet")
+            found = row
+    return found
 
 
-def _target_vector(path: Path, header: list[str], row: list[str]) -> np.ndarray:
-    """Extract wl_1..wl_283 from a CSV row as a (283,) float64 array."""
-    return np.array([_to_float(path, f"wl_{j}", row[_column_index(path, header, f"wl_{j}")])
+def _target_vector(path: Path, header: list[str], row: list[str], where: str = "") -> np.ndarray:
+    """Extract wl_1..wl_283 from a CSV row as a (283,) float64 array of finite numbers."""
+    return np.array([_to_float(path, f"wl_{j}", row[_column_index(path, header, f"wl_{j}")], where)
                      for j in range(1, N_TARGETS + 1)], dtype=np.float64)
+
+
+def _resolves_inside(root: Path, path: Path, what: str) -> Path:
+    """``path``, refused when it (or a directory on the way) is a symlink leading outside ``root``.
+
+    The message is the same whether the link target exists or not.
+    """
+    base = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+        raise DataLayoutError(f"{path}: {what} resolves outside the dataset root {base}; "
+                              f"expected a path inside the dataset root")
+    return path
+
+
+def _leading_values(path: Path, name: str, values: np.ndarray) -> np.ndarray:
+    """The values of a NaN-padded ``axis_info`` column: NaN is allowed only after the last value."""
+    nan = np.isnan(values)
+    inf = np.flatnonzero(np.isinf(values))
+    if inf.size:
+        raise DataLayoutError(f"{path}: column {name!r} row {int(inf[0])} = {values[inf[0]]!r}; "
+                              f"expected finite values (NaN only as padding after the last one)")
+    present = np.flatnonzero(~nan)
+    n = int(present[-1]) + 1 if present.size else 0
+    holes = np.flatnonzero(nan[:n])
+    if holes.size:
+        raise DataLayoutError(f"{path}: column {name!r} has a NaN at row {int(holes[0])} before its last value "
+                              f"(row {n - 1}); expected NaN only as padding after the last value")
+    return values[:n]
 
 
 def _table_to_array(path: Path, table: pa.Table, n_rows: int, n_cols: int, kind: str) -> np.ndarray:
@@ -240,9 +367,10 @@ def _signal_layout_cached(path: Path, instrument: str, size: int, mtime_ns: int)
     n_pix = height * width
     try:
         pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataLayoutError(f"{path}: not a readable parquet file ({exc})") from exc
-    schema = pf.schema_arrow
+        schema = pf.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataLayoutError(f"{path}: not a readable parquet file ({_exc_text(exc)}); "
+                              f"expected a parquet file with an intact footer") from None
     bad = sorted({str(f.type) for f in schema if not pa.types.is_integer(f.type)})
     if bad:
         raise DataLayoutError(f"{path}: signal columns must be integer (uint16 ADC counts), found {bad}")
@@ -257,7 +385,7 @@ def _signal_layout_cached(path: Path, instrument: str, size: int, mtime_ns: int)
                           f"found {len(schema)} columns x {n_rows} rows")
 
 
-def _iter_row_batches(pf: pq.ParquetFile, row_start: int, row_stop: int,
+def _iter_row_batches(path: Path, pf: pq.ParquetFile, row_start: int, row_stop: int,
                       batch_rows: int) -> Iterator[pa.RecordBatch]:
     """Yield record batches covering rows ``[row_start, row_stop)``, skipping unneeded row groups."""
     md = pf.metadata
@@ -266,7 +394,16 @@ def _iter_row_batches(pf: pq.ParquetFile, row_start: int, row_stop: int,
     if not groups:
         return
     pos = int(bounds[groups[0]])
-    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=True):
+    batches = pf.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=True)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:
+            # a damaged page (validate_planet finds these before a run; direct readers learn it here)
+            raise DataLayoutError(f"{path}: damaged data after row {pos} ({_exc_text(exc)}); "
+                                  f"expected intact parquet pages") from None
+        if batch is None:
+            return
         lo, hi = max(row_start, pos), min(row_stop, pos + batch.num_rows)
         if hi > lo:
             yield batch.slice(lo - pos, hi - lo)
@@ -282,7 +419,8 @@ def _batch_pixels(path: Path, batch: pa.RecordBatch, cast_schema: pa.Schema | No
             batch = batch.cast(cast_schema, safe=True)
         return np.asarray(batch.to_tensor(row_major=True)).reshape(-1)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataLayoutError(f"{path}: expected uint16 values without nulls, conversion failed ({exc})") from exc
+        raise DataLayoutError(f"{path}: values that are not uint16 ADC counts ({_exc_text(exc)}); "
+                              f"expected uint16 values without nulls") from None
 
 
 @dataclass(frozen=True)
@@ -314,6 +452,14 @@ class Planet:
         """Directory ``<root>/<split>/<planet_id>`` holding the signal and calibration files."""
         return self.root / self.split / str(self.planet_id)
 
+    def _inside(self, path: Path, what: str) -> Path:
+        """``path`` if it resolves inside the dataset root (symlinks followed), else :class:`DataLayoutError`."""
+        return _resolves_inside(self.root, path, what)
+
+    def _file(self, path: Path, what: str) -> Path:
+        """``path``, checked to resolve inside the root and to be a file."""
+        return _require_file(self._inside(path, what), what)
+
     def signal_path(self, instrument: str) -> Path:
         """Path of the raw signal parquet of ``instrument`` (not checked for existence)."""
         _check_instrument(instrument)
@@ -328,7 +474,8 @@ class Planet:
 
     def n_frames(self, instrument: str) -> int:
         """Number of frames (reads) in the signal file, from the parquet metadata only."""
-        return _signal_layout(self.signal_path(instrument), instrument).n_frames
+        path = self._inside(self.signal_path(instrument), f"{instrument} signal file")
+        return _signal_layout(path, instrument).n_frames
 
     def iter_frames(self, instrument: str, chunk_frames: int = 2048, start: int = 0,
                     stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -353,7 +500,7 @@ class Planet:
         """
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
-        path = self.signal_path(instrument)
+        path = self._inside(self.signal_path(instrument), f"{instrument} signal file")
         layout = _signal_layout(path, instrument)
         stop = layout.n_frames if stop is None else stop
         if not 0 <= start <= stop <= layout.n_frames:
@@ -369,7 +516,7 @@ class Planet:
         n_pending = 0
         first = start
         batch_frames = max(chunk_frames, _MIN_BATCH_FRAMES)
-        batches = _iter_row_batches(pf, start * rpf, stop * rpf, batch_frames * rpf)
+        batches = _iter_row_batches(path, pf, start * rpf, stop * rpf, batch_frames * rpf)
         for pixels in prefetched((_batch_pixels(path, batch, cast_schema) for batch in batches),
                                  name="parquet-prefetch"):
             pending.append(pixels)
@@ -400,71 +547,136 @@ class Planet:
         return out
 
     def calibration(self, instrument: str) -> CalibrationMaps:
-        """Load and validate the calibration maps of ``instrument`` for this visit."""
-        cal_dir = self.calibration_dir(instrument)
+        """Load and validate the calibration maps of ``instrument`` for this visit.
+
+        Shapes and dtypes as documented on :class:`CalibrationMaps`; every value of the float
+        maps finite, read noise not negative.
+        """
+        cal_dir = self._inside(self.calibration_dir(instrument), f"{instrument} calibration directory")
         if not cal_dir.is_dir():
             raise DataLayoutError(f"{instrument} calibration directory not found: expected directory {cal_dir}")
         height, width = FRAME_SHAPE[instrument]
-        paths = {name: _require_file(cal_dir / f"{name}.parquet", f"{instrument} {name} map")
+        paths = {name: self._file(cal_dir / f"{name}.parquet", f"{instrument} {name} map")
                  for name in CALIBRATION_NAMES}
         maps = {}
         for name, path in paths.items():
             n_rows = N_LINEAR_COEFFS * height if name == "linear_corr" else height
             try:
                 table = pq.read_table(path)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise DataLayoutError(f"{path}: not a readable parquet file ({exc})") from exc
-            maps[name] = _table_to_array(path, table, n_rows, width, "bool" if name == "dead" else "float")
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise DataLayoutError(f"{path}: not a readable parquet file ({_exc_text(exc)}); "
+                                      f"expected an intact parquet file") from None
+            arr = _table_to_array(path, table, n_rows, width, "bool" if name == "dead" else "float")
+            if name != "dead":
+                bad = np.argwhere(~np.isfinite(arr))
+                if bad.size:
+                    r, c = (int(v) for v in bad[0])
+                    raise DataLayoutError(f"{path}: {len(bad)} non-finite values (first: row {r} column_{c} = "
+                                          f"{float(arr[r, c])!r}); expected finite values in the {name} map")
+            if name == "read" and np.any(arr < 0):
+                r, c = (int(v) for v in np.argwhere(arr < 0)[0])
+                raise DataLayoutError(f"{path}: read noise {float(arr[r, c])!r} e- at row {r} column_{c}; "
+                                      f"expected read noise >= 0")
+            maps[name] = arr
         return CalibrationMaps(
             dark=maps["dark"], dead=maps["dead"], flat=maps["flat"], read=maps["read"],
             linear_corr=maps["linear_corr"].reshape(N_LINEAR_COEFFS, height, width),
             paths={name: str(p) for name, p in paths.items()},
         )
 
+    def axis_columns(self, columns: list[str]) -> dict[str, np.ndarray]:
+        """Columns of ``axis_info.parquet`` as float64 arrays without their trailing NaN padding.
+
+        Raises :class:`DataLayoutError` for a missing or non-numeric column, an infinite value
+        or a NaN hole before a column's last value (a hole would shift every later frame).
+        """
+        path = self._file(self.root / _AXIS_FILE, "axis_info")
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DataLayoutError(f"{path}: not a readable parquet file ({_exc_text(exc)}); "
+                                  f"expected an intact parquet file") from None
+        for col in columns:
+            if col not in schema.names:
+                raise DataLayoutError(f"{path}: expected column {col!r}, found columns {schema.names}")
+            ftype = schema.field(col).type
+            if not (pa.types.is_floating(ftype) or pa.types.is_integer(ftype)):
+                raise DataLayoutError(f"{path}: column {col!r} has type {ftype}; expected float64 values")
+        try:
+            table = pq.read_table(path, columns=columns)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DataLayoutError(f"{path}: not a readable parquet file ({_exc_text(exc)}); "
+                                  f"expected an intact parquet file") from None
+        out = {}
+        for col in columns:
+            values = table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
+            out[col] = _leading_values(path, col, values)
+        return out
+
     def axis(self, instrument: str) -> FrameAxis:
-        """Per-frame time axis of ``instrument`` from ``axis_info.parquet``, sliced to :meth:`n_frames`."""
+        """Per-frame time axis of ``instrument`` from ``axis_info.parquet``.
+
+        The time column (and AIRS-CH0's integration times) must hold exactly one value per
+        frame of the signal file, NaN only as padding after the last one; times strictly
+        increasing; integration times > 0; wavelengths positive and monotonic.
+        """
         _check_instrument(instrument)
-        path = _require_file(self.root / _AXIS_FILE, "axis_info")
+        path = self._file(self.root / _AXIS_FILE, "axis_info")
         n = self.n_frames(instrument)
         time_col = f"{instrument}-axis0-h"
         wanted = [time_col]
         if instrument == "AIRS-CH0":
             wanted += ["AIRS-CH0-integration_time", "AIRS-CH0-axis2-um"]
-        names = pq.read_schema(path).names
-        for col in wanted:
-            if col not in names:
-                raise DataLayoutError(f"{path}: expected column {col!r}, found columns {names}")
-        table = pq.read_table(path, columns=wanted)
-        cols = {}
-        for col in wanted:
-            values = table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
-            cols[col] = values[np.isfinite(values)]
+        cols = self.axis_columns(wanted)
+        signal = self.signal_path(instrument)
         for col in wanted[:2]:
             if cols[col].size < n:
                 raise DataLayoutError(f"{path}: column {col!r} has {cols[col].size} non-NaN rows, "
-                                      f"expected at least n_frames = {n} of {self.signal_path(instrument)}")
-        time_s = cols[time_col][:n] * 3600.0
+                                      f"expected at least n_frames = {n} of {signal}")
+            if cols[col].size > n:
+                raise DataLayoutError(f"{path}: column {col!r} has {cols[col].size} non-NaN rows but {signal} "
+                                      f"holds {n} frames; expected one row per frame (a truncated signal file?)")
+        time_h = cols[time_col]
+        step = np.diff(time_h)
+        bad = np.flatnonzero(~(step > 0))
+        if bad.size:
+            i = int(bad[0])
+            raise DataLayoutError(f"{path}: column {time_col!r} is not increasing at row {i + 1} "
+                                  f"({float(time_h[i + 1])!r} after {float(time_h[i])!r}); "
+                                  f"expected strictly increasing times in hours since the visit start")
+        time_s = time_h * 3600.0
         read_kind = (np.arange(n) % 2).astype(np.int8)
         if instrument == "AIRS-CH0":
-            exptime = cols["AIRS-CH0-integration_time"][:n].copy()
+            integration = cols["AIRS-CH0-integration_time"]
+            bad = np.flatnonzero(~(integration > 0))
+            if bad.size:
+                i = int(bad[0])
+                raise DataLayoutError(f"{path}: column 'AIRS-CH0-integration_time' row {i} = "
+                                      f"{float(integration[i])!r} s; expected integration times > 0 s")
+            exptime = integration.copy()
             exptime[1::2] += exptime[0::2][: exptime[1::2].size]
             wavelength = cols["AIRS-CH0-axis2-um"]
             if wavelength.size != FRAME_SHAPE[instrument][1]:
                 raise DataLayoutError(f"{path}: column 'AIRS-CH0-axis2-um' should have "
                                       f"{FRAME_SHAPE[instrument][1]} non-NaN values, found {wavelength.size}")
+            dw = np.diff(wavelength)
+            if not (np.all(wavelength > 0) and (np.all(dw < 0) or np.all(dw > 0))):
+                raise DataLayoutError(f"{path}: column 'AIRS-CH0-axis2-um' runs {float(wavelength[0])!r} .. "
+                                      f"{float(wavelength[-1])!r} um non-monotonically or not positive; expected "
+                                      f"positive wavelengths, strictly monotonic (descending in the real data)")
             return FrameAxis(time_s, exptime, read_kind, wavelength)
         exptime = np.where(read_kind == 0, FGS_READ_EXPTIME_S[0], FGS_READ_EXPTIME_S[1]).astype(np.float64)
         return FrameAxis(time_s, exptime, read_kind, None)
 
     def _adc_file(self) -> Path:
         for path in (self.root / _ADC_FILE_2025, self.root / f"{self.split}_adc_info.csv"):
-            if path.is_file():
+            if self._inside(path, "ADC info").is_file():
                 return path
         raise DataLayoutError(f"ADC info not found: expected {self.root / _ADC_FILE_2025} (2025) or "
                               f"{self.root / f'{self.split}_adc_info.csv'} (2024)")
 
     def adc(self, instrument: str) -> tuple[float, float]:
-        """ADC ``(gain, offset)`` of ``instrument``: electrons = DN / gain + offset."""
+        """ADC ``(gain, offset)`` of ``instrument``: electrons = DN / gain + offset (gain > 0, both finite)."""
         _check_instrument(instrument)
         path = self._adc_file()
         header, rows = _read_csv(path)
@@ -477,12 +689,19 @@ class Planet:
         else:
             raise DataLayoutError(f"{path}: expected one data row (or a planet_id column), found {len(rows)} rows")
         gain_col, offset_col = f"{instrument}_adc_gain", f"{instrument}_adc_offset"
-        gain = _to_float(path, gain_col, row[_column_index(path, header, gain_col)])
+        raw_gain = row[_column_index(path, header, gain_col)]
+        try:
+            gain = float(raw_gain)
+        except ValueError:
+            gain = math.nan
+        if not (math.isfinite(gain) and gain > 0):
+            raise DataLayoutError(f"{path}: column {gain_col!r} = {raw_gain!r}; expected a finite gain > 0 "
+                                  f"(DN per electron; 0.4369 in the 2025 data)")
         offset = _to_float(path, offset_col, row[_column_index(path, header, offset_col)])
         return gain, offset
 
     def _star_info_file(self) -> Path:
-        return self.root / f"{self.split}_star_info.csv"
+        return self._inside(self.root / f"{self.split}_star_info.csv", "star info")
 
     def star_info(self) -> dict | None:
         """Stellar and orbital parameters of the planet, or None.
@@ -493,6 +712,13 @@ class Planet:
             ``{"Rs", "Ms", "Ts", "Mp", "e", "P", "sma", "i"}`` as floats (units as in the
             data: R_sun, M_sun, K, Mp as given, -, days, a/R_s, degrees), or None when
             ``<split>_star_info.csv`` is absent (2024 layout) or has no row for this planet.
+
+        Raises
+        ------
+        DataLayoutError
+            A value that is not physically possible (:data:`STAR_INFO_BOUNDS`): Rs, Ms, Ts, Mp,
+            P > 0, 0 <= e < 1, sma (a/R_s) > 1, 0 <= i <= 90 degrees.  A value outside the
+            train-set range of ``ariel_data.md`` is logged as a warning.
         """
         path = self._star_info_file()
         if not path.is_file():
@@ -501,30 +727,69 @@ class Planet:
         row = _planet_row(path, header, rows, self.planet_id)
         if row is None:
             return None
-        return {k: _to_float(path, k, row[_column_index(path, header, k)]) for k in _STAR_INFO_KEYS}
+        where = f"planet_id {self.planet_id} (line {row.line}): "
+        info = {k: _to_float(path, k, row[_column_index(path, header, k)], where) for k in _STAR_INFO_KEYS}
+        for key, value in info.items():
+            lo, lo_incl, hi, hi_incl, unit, train_lo, train_hi = STAR_INFO_BOUNDS[key]
+            ok = (value >= lo if lo_incl else value > lo) and (value <= hi if hi_incl else value < hi)
+            if not ok:
+                allowed = (f"{'>=' if lo_incl else '>'} {lo:g}" if math.isinf(hi) else
+                           f"in {'[' if lo_incl else '('}{lo:g}, {hi:g}{']' if hi_incl else ')'}")
+                raise DataLayoutError(f"{path}: {where}{key} = {value!r}; expected {key} {allowed}"
+                                      f"{' ' + unit if unit else ''} (train set: {train_lo:g} .. {train_hi:g})")
+            if not train_lo <= value <= train_hi:
+                log.warning("%s: %s%s = %r is outside the train-set range %g .. %g", path, where, key, value,
+                            train_lo, train_hi)
+        return info
 
     def _labels_file(self) -> Path | None:
         for name in ("train.csv", "train_labels.csv"):
-            if (self.root / name).is_file():
+            if self._inside(self.root / name, "labels").is_file():
                 return self.root / name
         return None
 
     def labels(self) -> np.ndarray | None:
-        """Truth (Rp/Rs)^2 per target, shape (283,), or None (test split, no file or no row)."""
+        """Truth (Rp/Rs)^2 per target, shape (283,), or None (test split, no file or no row).
+
+        Values must be finite and in [0, 1).
+        """
         path = self._labels_file()
         if self.split != "train" or path is None:
             return None
         header, rows = _read_csv(path)
         row = _planet_row(path, header, rows, self.planet_id)
-        return None if row is None else _target_vector(path, header, row)
+        if row is None:
+            return None
+        where = f"planet_id {self.planet_id} (line {row.line}): "
+        values = _target_vector(path, header, row, where)
+        bad = np.flatnonzero(~((values >= 0) & (values < 1)))
+        if bad.size:
+            j = int(bad[0])
+            raise DataLayoutError(f"{path}: {where}wl_{j + 1} = {float(values[j])!r}; expected a transit depth "
+                                  f"(Rp/Rs)^2 in [0, 1)")
+        return values
 
     def wavelengths(self) -> np.ndarray:
-        """Wavelength of each of the 283 targets in um (wl_1 = FGS1, then AIRS ascending)."""
-        path = _require_file(self.root / _WAVELENGTH_FILE, "wavelengths")
+        """Wavelength of each of the 283 targets in um (wl_1 = FGS1, then AIRS ascending).
+
+        Values must be finite and positive, wl_2..wl_283 strictly increasing.
+        """
+        path = self._file(self.root / _WAVELENGTH_FILE, "wavelengths")
         header, rows = _read_csv(path)
         if len(rows) != 1:
             raise DataLayoutError(f"{path}: expected one data row, found {len(rows)}")
-        return _target_vector(path, header, rows[0])
+        values = _target_vector(path, header, rows[0])
+        bad = np.flatnonzero(~(values > 0))
+        if bad.size:
+            j = int(bad[0])
+            raise DataLayoutError(f"{path}: wl_{j + 1} = {float(values[j])!r}; expected a wavelength > 0 um")
+        bad = np.flatnonzero(~(np.diff(values[1:]) > 0))
+        if bad.size:
+            j = int(bad[0]) + 2
+            raise DataLayoutError(f"{path}: wl_{j + 1} = {float(values[j])!r} um after wl_{j} = "
+                                  f"{float(values[j - 1])!r} um; expected wl_2..wl_{N_TARGETS} (AIRS-CH0) "
+                                  f"strictly increasing")
+        return values
 
     def metadata_paths(self) -> dict[str, str]:
         """Existing dataset-level files this planet's metadata comes from (for provenance checksums).
@@ -541,14 +806,14 @@ class Planet:
         }
         if not candidates["adc_info"].is_file():
             candidates["adc_info"] = self.root / f"{self.split}_adc_info.csv"
-        return {k: str(p) for k, p in candidates.items() if p is not None and p.is_file()}
+        return {k: str(self._inside(p, k)) for k, p in candidates.items() if p is not None and p.is_file()}
 
 
 def _split_dir(root: str | Path, split: str) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise DataLayoutError(f"dataset root not found: expected a directory at {root}")
-    split_dir = root / split
+    split_dir = _resolves_inside(root, root / split, "split directory")
     if not split_dir.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         raise DataLayoutError(f"split directory not found: expected {split_dir}, found directories {found}")
@@ -556,9 +821,19 @@ def _split_dir(root: str | Path, split: str) -> Path:
 
 
 def list_planets(root: str | Path, split: str = "train") -> list[int]:
-    """Sorted planet ids of ``split`` (the integer-named directories under ``<root>/<split>``)."""
+    """Sorted planet ids of ``split`` (the integer-named directories under ``<root>/<split>``).
+
+    A planet directory that is a symlink leading outside ``root`` is refused
+    (:class:`DataLayoutError`, the same message whether its target exists or not).
+    """
     split_dir = _split_dir(root, split)
-    return sorted(int(p.name) for p in split_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    ids = []
+    for p in split_dir.iterdir():
+        if p.name.isdigit():
+            _resolves_inside(root, p, "planet directory")
+            if p.is_dir():
+                ids.append(int(p.name))
+    return sorted(ids)
 
 
 def _detect_year(directory: Path, visit: int) -> int:
@@ -571,6 +846,19 @@ def _detect_year(directory: Path, visit: int) -> int:
     raise DataLayoutError(f"no signal file for visit {visit} in {directory}: expected "
                           f"'<instrument>_signal_{visit}.parquet' (2025) or '<instrument>_signal.parquet' (2024) "
                           f"for an instrument in {INSTRUMENTS}, found {found}")
+
+
+def _as_planet_id(value: Any) -> int:
+    """An integer planet id from an int or a string of digits; anything else is refused."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise ValueError(f"planet_id = {value!r}: expected an integer planet id (a directory name)")
+    if number < 0:
+        raise ValueError(f"planet_id = {value!r}: expected a non-negative integer planet id")
+    return number
 
 
 def open_planet(root: str | Path, planet_id: int | None = None, split: str = "train", visit: int = 0) -> Planet:
@@ -590,17 +878,26 @@ def open_planet(root: str | Path, planet_id: int | None = None, split: str = "tr
     Returns
     -------
     Planet
+
+    Raises
+    ------
+    DataLayoutError
+        Missing root, split or planet; a planet directory or split that is a symlink
+        leading outside ``root``; no signal file for the visit.
+    ValueError
+        ``planet_id`` is not an integer.
     """
+    if planet_id is not None:
+        planet_id = _as_planet_id(planet_id)
     ids = list_planets(root, split)
     split_dir = Path(root) / split
     if not ids:
         raise DataLayoutError(f"no planet directories (integer names) found in {split_dir}")
     if planet_id is None:
         planet_id = ids[0]
-    elif int(planet_id) not in ids:
+    elif planet_id not in ids:
         shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
         raise DataLayoutError(f"planet {planet_id} not found: expected directory {split_dir / str(planet_id)}; "
                               f"{len(ids)} available: {shown}")
-    planet_id = int(planet_id)
     year = _detect_year(split_dir / str(planet_id), visit)
     return Planet(root=Path(root), split=split, planet_id=planet_id, visit=visit, year=year)

@@ -180,6 +180,15 @@ def _negative_mu_notes(*inputs: Predictions | None) -> list[str]:
             "rejects a submission with negative values" for p in inputs if p is not None and np.any(p.mu < 0)]
 
 
+def _check_out_dir(out: Path) -> None:
+    """``--out`` must be a directory or creatable as one (checked before any input is read)."""
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        what = "exists" if blocking == out else f"its parent {blocking} exists"
+        raise InputError(f"--out {out}", f"{what} and is not a directory; expected an output directory "
+                                         "(created if absent)")
+
+
 def calibrate(args: argparse.Namespace) -> dict:
     """Run ``sigma-calibrate`` for parsed arguments; return the metrics written to ``metrics.json``.
 
@@ -188,6 +197,7 @@ def calibrate(args: argparse.Namespace) -> dict:
     InputError, ConfigError
         Invalid inputs or configuration (nothing is written).
     """
+    _check_out_dir(Path(args.out))
     cfg, notes = _resolve_config(args)
     preds, targets, y, other = _read_inputs(args, cfg)
     notes += _negative_mu_notes(preds, other)
@@ -253,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = calibrate(args)
     except (InputError, ConfigError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:                  # e.g. --out not writable: one line, no traceback
+        where = exc.filename if exc.filename is not None else args.out
+        print(f"{PROG}: error: {where}: {exc.strerror or exc}; expected a writable output directory",
+              file=sys.stderr)
         return 2
     print(summary(metrics))
     return 0
