@@ -6,6 +6,7 @@ Subcommands::
     spectramind audit     --config-name calib/strict  [key=value ...]
     spectramind batch     --config-name calib/nominal --out DIR [--planets 1,2] [--workers 2 | --scheduler ADDRESS |
                           --scheduler-file FILE] [--keep all|series|depths] [--no-dashboard] data.root=DIR
+    spectramind dvc       --config-name calib/nominal data.root=DIR [data.planet_id=ID | --planets 1,2] [key=value ...]
     spectramind make-demo OUT [--seed N] [--full] [--n-pairs N] [--drop-pairs N] [--overwrite]
     spectramind sigma-calibrate --preds P --targets T --out DIR [...]
     spectramind app [--port N] [--address A] [--data-root DIR] [--no-show]
@@ -61,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     bat.add_argument("--dashboard-address", default="127.0.0.1:8787",
                      help="dashboard of the local cluster (default 127.0.0.1:8787, another port if taken)")
     bat.add_argument("--no-dashboard", action="store_true", help="local cluster without a dashboard")
+
+    dvc = sub.add_parser("dvc", help="write dvc.yaml + params.yaml (one DVC stage per planet) into the current "
+                                     "directory; then 'dvc repro' calibrates what changed")
+    _add_profile_args(dvc, "calib/nominal")
+    dvc.add_argument("--planets", default=None,
+                     help="comma-separated planet ids (default: data.planet_id if set, else all of data.split)")
+    dvc.add_argument("--runs-dir", default="runs", help="run directories, relative to the current directory "
+                                                         "(default runs/<planet_id>)")
+    dvc.add_argument("--force", action="store_true", help="replace a dvc.yaml / params.yaml not written by spectramind")
 
     demo = sub.add_parser("make-demo", help="write a synthetic planet with ground truth in the Kaggle layout")
     demo.add_argument("out", type=Path)
@@ -200,6 +210,22 @@ def _batch(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _dvc(args: argparse.Namespace) -> int:
+    from .dvc import write_pipeline
+
+    try:
+        written = write_pipeline(args.config_name, args.overrides, config_dir=args.config_dir,
+                                 planet_ids=_planet_list(args.planets), directory=Path.cwd(),
+                                 runs_dir=args.runs_dir, force=args.force)
+    except ValueError as exc:
+        if str(exc).startswith("--"):
+            raise ArgumentError(f"argument {exc}") from None
+        raise
+    print(f"wrote {written.dvc_yaml} ({len(written.stages)} stage{'s' if len(written.stages) != 1 else ''}) "
+          f"and {written.params_yaml}; run 'dvc repro' (in a git + DVC repository: git init && dvc init)")
+    return 0
+
+
 def _make_demo(args: argparse.Namespace) -> int:
     from .io.demo import make_demo
 
@@ -225,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _calibrate(args, audit=True)
         if args.command == "batch":
             return _batch(args)
+        if args.command == "dvc":
+            return _dvc(args)
         if args.command == "make-demo":
             return _make_demo(args)
         if args.command == "app":
