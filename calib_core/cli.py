@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="scheduler file of a running Dask scheduler (dask scheduler --scheduler-file FILE)")
     bat.add_argument("--keep", default="series", choices=("all", "series", "depths"),
                      help="what a successful planet keeps: all; series (no detector frame planes, the default); "
-                          "depths (depths.csv, qc.json, config.yaml, run_hash_summary.json, debug_log.md)")
+                          "depths (depths.csv, depths_calibrated.csv if written, qc.json, config.yaml, "
+                          "run_hash_summary.json, debug_log.md)")
     bat.add_argument("--dashboard-address", default="127.0.0.1:8787",
                      help="dashboard of the local cluster (default 127.0.0.1:8787, another port if taken)")
     bat.add_argument("--no-dashboard", action="store_true", help="local cluster without a dashboard")

@@ -92,7 +92,7 @@ def test_batch_runs_planets_in_parallel_and_isolates_failures(three_planet_root,
         # the worker process's kernel peak RSS, reset when the task started: at least what a Python process
         # holding numpy/pyarrow/dask needs, far below the machine
         assert p["peak_rss_method"] == "vmhwm" and 100 < p["peak_rss_mb"] < 8000
-        assert p["seconds"] > 0
+        assert p["seconds"] > 0 and 0 < p["cpu_seconds"]
         # --keep series (default): the ADC frame planes are gone, its metadata and the series outputs stay
         adc = out / str(pid) / "calib" / "adc" / "AIRS-CH0"
         assert (adc / "meta.json").is_file() and not (adc / "data.npy").exists() and not (adc / "dq.npy").exists()
@@ -339,7 +339,7 @@ def test_progress_lines_and_bar():
     prog = BatchProgress(3, stream=plain, tty=False)
     prog.started(1)
     prog.started(2)
-    prog.finished(PlanetOutcome(1, "ok", "", 12.0, 500.0, "vmhwm", "h", "tcp://127.0.0.1:1", False, "/r/1"))
+    prog.finished(PlanetOutcome(1, "ok", "", 12.0, 500.0, "vmhwm", 11.0, "h", "tcp://127.0.0.1:1", False, "/r/1"))
     prog.draw(force=True)                                   # no bar on a pipe
     prog.finished(PlanetOutcome(2, "failed", "DataLayoutError: f.parquet: broken", 1.0, worker="tcp://w"))
     lines = plain.getvalue().splitlines()
@@ -391,3 +391,15 @@ def test_batch_out_must_be_a_directory(three_planet_root, tmp_path, capsys):
     assert main(["batch", "--config-name", "calib/fast", "--out", str(afile / "sub"),
                  f"data.root={three_planet_root}"]) == 2
     assert "argument --out: cannot create directory" in capsys.readouterr().err
+
+
+def test_planet_hashes_are_the_config_hash_of_each_planet(three_planet_root):
+    from calib_core.batch import _planet_hashes
+    from calib_core.config import compose_config, config_hash
+
+    cfg = compose_config("calib/fast", [f"data.root={three_planet_root}"])
+    hashes = _planet_hashes(cfg, [2000001, 2000002, 7])
+    for pid in (2000001, 2000002, 7):
+        assert hashes[pid] == config_hash(compose_config("calib/fast", [f"data.root={three_planet_root}",
+                                                                         f"data.planet_id={pid}"]))
+    assert len(set(hashes.values())) == 3
