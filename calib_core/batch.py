@@ -401,7 +401,7 @@ class BatchProgress:
             self.running.add(planet_id)
 
     def reset_clock(self) -> None:
-        """Start the ETA clock (when the cluster is up and the tasks are submitted)."""
+        """Start the elapsed / ETA clock (when the cluster is up)."""
         self._t0 = time.monotonic()
 
     def finished(self, o: PlanetOutcome) -> None:
@@ -758,6 +758,8 @@ def _run_on_cluster(cfg_data: dict, to_run: list[int], out_dir: Path, keep: str,
     futures: dict[Any, int] = {}
     topic = f"spectramind-batch-{uuid.uuid4().hex[:12]}"     # the tasks announce their start here
     try:
+        if progress is not None:
+            progress.reset_clock()                 # elapsed and ETA count from the cluster being up
         dashboard = _dashboard_link(client) if cluster is None or dashboard_address is not None else None
         n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
         summary.write(dashboard=dashboard, workers_at_start=n_workers)
@@ -774,8 +776,6 @@ def _run_on_cluster(cfg_data: dict, to_run: list[int], out_dir: Path, keep: str,
             fut = client.submit(_calibrate_one, cfg_data, pid, str(out_dir / str(pid)), keep, topic,
                                 key=f"planet-{pid}-{token}", pure=False)
             futures[fut] = pid
-        if progress is not None:
-            progress.reset_clock()
         ac = as_completed(list(futures), loop=client.loop)
         while futures:
             batch = ac.next_batch(block=False)
@@ -806,7 +806,15 @@ def _run_on_cluster(cfg_data: dict, to_run: list[int], out_dir: Path, keep: str,
             pass
         client.close()
         if cluster is not None:
-            cluster.close()
+            # the work is done (or abandoned): a worker slow to exit (interpreter shutdown with numba, scipy,
+            # astropy loaded takes seconds on a busy machine) is killed by its nanny, which needs no warning
+            nanny_log = logging.getLogger("distributed.nanny")
+            level = nanny_log.level
+            nanny_log.setLevel(logging.ERROR)
+            try:
+                cluster.close()
+            finally:
+                nanny_log.setLevel(level)
 
 
 def _future_outcome(fut: Any, planet_id: int, before: PlanetOutcome) -> PlanetOutcome:

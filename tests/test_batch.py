@@ -187,8 +187,8 @@ def test_batch_on_an_external_cluster_resumes_and_survives_a_killed_worker(three
         assert f"on scheduler {address}" in first and "dashboard: http://127.0.0.1:" in first
         stamps = {p: (out / str(p) / "depths.csv").stat().st_mtime_ns for p in GOOD}
 
-        # the same command again (through the scheduler file): the good planets are reused, the bad one retried
-        code = main(["batch", "--config-name", "calib/fast", "--out", str(out), "--scheduler-file", str(sched_file),
+        # the same command again: the good planets are reused, the bad one is retried
+        code = main(["batch", "--config-name", "calib/fast", "--out", str(out), "--scheduler", address,
                      f"data.root={three_planet_root}"])
         assert code == 1
         again = _by_planet(_summary(out))
@@ -202,6 +202,7 @@ def test_batch_on_an_external_cluster_resumes_and_survives_a_killed_worker(three
         assert "2/3 planets ok (2 reused)" in capsys.readouterr().out
 
         # a worker killed (SIGKILL) while it runs a planet: Dask reruns that planet on the other worker
+        # (this batch reaches the scheduler through its scheduler file)
         out2 = tmp_path / "killed"
         result: dict = {}
         thread = threading.Thread(target=lambda: result.update(code=main([
