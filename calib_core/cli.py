@@ -4,7 +4,9 @@ Subcommands::
 
     spectramind calibrate --config-name calib/nominal [--cfg job [--resolve]] [key=value ...]
     spectramind audit     --config-name calib/strict  [key=value ...]
-    spectramind batch     --config-name calib/nominal --out DIR [--planets 1,2] [--workers 2] data.root=DIR
+    spectramind batch     --config-name calib/nominal --out DIR [--planets 1,2] [--workers 2 | --scheduler ADDRESS |
+                          --scheduler-file FILE] [--keep all|series|depths] [--no-dashboard] data.root=DIR
+    spectramind dvc       --config-name calib/nominal data.root=DIR [data.planet_id=ID | --planets 1,2] [key=value ...]
     spectramind make-demo OUT [--seed N] [--full] [--n-pairs N] [--drop-pairs N] [--overwrite]
     spectramind sigma-calibrate --preds P --targets T --out DIR [...]
 
@@ -57,12 +59,37 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--package", "-p", default=None, help="with --cfg: print only this subtree (e.g. calib.cds)")
     cal.set_defaults(func=_calibrate)
 
-    bat = sub.add_parser("batch", help="calibrate many planets of a dataset in parallel (Dask distributed)")
+    bat = sub.add_parser("batch", help="calibrate many planets of a dataset in parallel (Dask distributed); "
+                                       "resumable: complete planets are reused")
     add_profile_args(bat, "calib/nominal")
     bat.add_argument("--out", type=Path, required=True, help="batch output directory")
-    bat.add_argument("--planets", default=None, help="comma-separated planet ids (default: all of data.split)")
-    bat.add_argument("--workers", type=int, default=2, help="worker processes")
+    bat.add_argument("--planets", default=None,
+                     help="comma-separated planet ids (default: data.planet_id if set, else all of data.split)")
+    bat.add_argument("--workers", default=None,
+                     help="worker processes of the local cluster (default 2; not with --scheduler)")
+    bat.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="address of a running Dask scheduler, e.g. tcp://host:8786 (default: a local cluster)")
+    bat.add_argument("--scheduler-file", default=None, type=Path, metavar="FILE",
+                     help="scheduler file of a running Dask scheduler (dask scheduler --scheduler-file FILE)")
+    bat.add_argument("--keep", default="series", choices=("all", "series", "depths"),
+                     help="what a successful planet keeps: all; series (no detector frame planes, the default); "
+                          "depths (depths.csv, depths_calibrated.csv if written, qc.json, config.yaml, "
+                          "run_hash_summary.json, debug_log.md)")
+    bat.add_argument("--dashboard-address", default="127.0.0.1:8787",
+                     help="dashboard of the local cluster (default 127.0.0.1:8787, another port if taken)")
+    bat.add_argument("--no-dashboard", action="store_true", help="local cluster without a dashboard")
     bat.set_defaults(func=_batch)
+
+    dvc = sub.add_parser("dvc", help="write dvc.yaml + params.yaml (one DVC stage per planet) into the current "
+                                     "directory; then 'dvc repro' calibrates what changed")
+    add_profile_args(dvc, "calib/nominal")
+    dvc.add_argument("--planets", default=None,
+                     help="comma-separated planet ids (default: data.planet_id if set, else all of data.split)")
+    dvc.add_argument("--runs-dir", default="runs", help="run directories, relative to the current directory "
+                                                         "(default runs/<planet_id>)")
+    dvc.add_argument("--force", action="store_true",
+                     help="replace a dvc.yaml / params.yaml not written by spectramind")
+    dvc.set_defaults(func=_dvc)
 
     demo = sub.add_parser("make-demo", help="write a synthetic planet with ground truth in the Kaggle layout")
     demo.add_argument("out", type=Path)
@@ -140,21 +167,87 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+class ArgumentError(ValueError):
+    """A command-line argument is invalid (the message names it); exit code 2."""
+
+
+def _planet_list(text: str | None) -> list[str] | None:
+    """``--planets`` split on commas (checked later against the dataset by resolve_planet_ids)."""
+    if text is None:
+        return None
+    return [p.strip() for p in text.split(",")]
+
+
+def _out_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise ArgumentError(f"argument --out: {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArgumentError(f"argument --out: cannot create directory {path} ({exc.strerror or exc})") from None
+    return path
+
+
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
+    from .batch import resolve_planet_ids, run_batch
     from .config import compose_config
 
+    if args.scheduler and args.scheduler_file:
+        raise ArgumentError("argument --scheduler-file: not allowed with --scheduler (give one of them)")
+    external = bool(args.scheduler or args.scheduler_file)
+    if args.workers is not None and external:
+        raise ArgumentError("argument --workers: the workers of an existing cluster are the cluster's; "
+                            "--workers applies to the local cluster only")
+    workers = 2
+    if args.workers is not None:
+        try:
+            workers = int(args.workers)
+        except ValueError:
+            raise ArgumentError(f"argument --workers: {args.workers!r} is not an integer") from None
+        if workers < 1:
+            raise ArgumentError(f"argument --workers: must be >= 1, got {workers}")
+    if args.scheduler_file is not None and not args.scheduler_file.is_file():
+        raise ArgumentError(f"argument --scheduler-file: {args.scheduler_file}: no such file")
     cfg = compose_config(args.config_name, args.overrides, args.config_dir)   # validate before starting workers
     if cfg.data.root is None:
-        raise ValueError("batch needs data.root=DIR (a dataset in the Kaggle layout)")
-    ids = [int(p) for p in args.planets.split(",")] if args.planets else None
-    outcomes = run_batch(args.config_name, args.overrides, root=cfg.data.root, out_dir=args.out,
-                         split=cfg.data.split, planet_ids=ids, workers=args.workers)
-    for o in outcomes:
-        print(f"{o.planet_id:>12}  {o.status:<7}{o.seconds:>8.1f} s  {o.message}")
-    n_bad = sum(o.status != "ok" for o in outcomes)
-    print(f"{len(outcomes) - n_bad}/{len(outcomes)} planets ok; submission: {args.out / 'submission.csv'}")
-    return 1 if n_bad else 0
+        raise ArgumentError("batch needs data.root=DIR (a dataset in the Kaggle layout)")
+    planets = _planet_list(args.planets)
+    if planets is not None and cfg.data.planet_id is not None:
+        raise ArgumentError("argument --planets: not allowed with data.planet_id (give one of them)")
+    try:
+        resolve_planet_ids(Path(str(cfg.data.root)).expanduser(), str(cfg.data.split), planets)
+    except ValueError as exc:
+        if str(exc).startswith("--planets"):
+            raise ArgumentError(f"argument {exc}") from None
+        raise
+    out = _out_dir(args.out)
+    outcomes = run_batch(args.config_name, args.overrides, out_dir=out, planet_ids=planets, workers=workers,
+                         scheduler=args.scheduler, scheduler_file=args.scheduler_file, keep=args.keep,
+                         config_dir=args.config_dir,
+                         dashboard_address=None if args.no_dashboard else args.dashboard_address)
+    bad = [o for o in outcomes if o.status != "ok"]
+    for o in bad:
+        print(f"failed: planet {o.planet_id}: {o.message}")
+    n_reused = sum(o.reused for o in outcomes)
+    print(f"{len(outcomes) - len(bad)}/{len(outcomes)} planets ok ({n_reused} reused); "
+          f"submission: {out / 'submission.csv'}; summary: {out / 'batch_summary.json'}")
+    return 1 if bad else 0
+
+
+def _dvc(args: argparse.Namespace) -> int:
+    from .dvc import write_pipeline
+
+    try:
+        written = write_pipeline(args.config_name, args.overrides, config_dir=args.config_dir,
+                                 planet_ids=_planet_list(args.planets), directory=Path.cwd(),
+                                 runs_dir=args.runs_dir, force=args.force)
+    except ValueError as exc:
+        if str(exc).startswith("--"):
+            raise ArgumentError(f"argument {exc}") from None
+        raise
+    print(f"wrote {written.dvc_yaml} ({len(written.stages)} stage{'s' if len(written.stages) != 1 else ''}) "
+          f"and {written.params_yaml}; run 'dvc repro' (in a git + DVC repository: git init && dvc init)")
+    return 0
 
 
 def _check_make_demo_args(args: argparse.Namespace) -> None:
@@ -226,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"spectramind: {exc or 'interrupted'}", file=sys.stderr)
         return 130
+    except ArgumentError as exc:
+        print(f"spectramind {args.command}: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
     except Exception as exc:  # one line, no traceback, for every failure
         print(f"spectramind: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 2 if type(exc).__name__ == "ConfigError" else 1
