@@ -672,6 +672,13 @@ def _smooth_law(curves: Curves, e: np.ndarray, design: np.ndarray, degree: int, 
     insensitive to the second-order multiplicative correction, which the final
     per-channel fits include).  The profiled chi^2 and its gradient are
     closed-form (:func:`profiled_chi2`), so BFGS gets the exact gradient.
+
+    When that law is unphysical at some channel (it happens at low S/N, where
+    the chi^2 barely constrains it), it is re-fitted under the linear
+    constraints of a physical quadratic law at every usable channel
+    (:func:`_physical_ld_constraints`, SLSQP): far outside them the unit-depth
+    template divides by ``1 - u1/3 - u2/6`` near zero and the depth errors
+    collapse.
     """
     leg = np.polynomial.legendre.legvander(_wavenumber_coordinate(curves.wavelength_um), degree)[usable]
     stats = profiled_statistics(curves, design, e, usable)
@@ -683,7 +690,39 @@ def _smooth_law(curves: Curves, e: np.ndarray, design: np.ndarray, degree: int, 
     eta0 = np.zeros((2, degree + 1))
     eta0[:, 0] = u_start
     fit = minimize(total_chi2, eta0.ravel(), jac=True, method="BFGS", options={"gtol": 1e-3})
+    rows, bound = _physical_ld_constraints(leg)
+    if np.all(rows @ fit.x + bound >= -1e-9):
+        return fit.x.reshape(2, -1)
+    eta0[:, 0] = _physical_point(u_start)
+    scale = max(abs(total_chi2(eta0.ravel())[0]), 1.0)
+
+    def scaled(eta: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = total_chi2(eta)
+        return value / scale, grad / scale
+
+    constraint = {"type": "ineq", "fun": lambda eta: rows @ eta + bound, "jac": lambda eta: rows}
+    fit = minimize(scaled, eta0.ravel(), jac=True, method="SLSQP", constraints=[constraint],
+                   options={"ftol": 1e-10, "maxiter": 200})
     return fit.x.reshape(2, -1)
+
+
+def _physical_ld_constraints(leg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rows @ eta + bound >= 0`` for a physical quadratic law at every channel (``leg`` (C, d)).
+
+    With ``u = leg @ eta`` per coefficient: ``u1 >= 0``, ``u1 + u2 <= 1`` and
+    ``u1 + 2 u2 >= 0`` (positive intensity that decreases from the centre to
+    the limb; Kipping 2013, MNRAS 435, 2152).
+    """
+    zero = np.zeros_like(leg)
+    rows = np.concatenate([np.hstack([leg, zero]), np.hstack([-leg, -leg]), np.hstack([leg, 2 * leg])])
+    bound = np.concatenate([np.zeros(len(leg)), np.ones(len(leg)), np.zeros(len(leg))])
+    return rows, bound
+
+
+def _physical_point(u: tuple[float, float]) -> tuple[float, float]:
+    """``u`` if it is a physical quadratic law (:func:`_physical_ld_constraints`), else a mild one (0.3, 0.15)."""
+    u1, u2 = float(u[0]), float(u[1])
+    return (u1, u2) if u1 >= 0 and u1 + u2 <= 1 and u1 + 2 * u2 >= 0 else (0.3, 0.15)
 
 
 def _ld_mode(ld: LimbDarkeningConfig, n_usable: int) -> str:
@@ -786,18 +825,45 @@ def _solve_depths(curves: Curves, design: np.ndarray, geometry: Geometry, e_ref:
     ``gamma``; the covariance of the last step therefore includes the shape
     derivative.  (Re-using ``T(s0)`` without ``G`` would be a fixed-point
     iteration that amplifies the noise by ``1 / (1 - dlog T / dlog s)``.)
+
+    The shape is linearised at a physical radius ratio: ``s0`` is the
+    channel's depth kept within a factor 4 of the white-light depth
+    (:func:`_shape_depth`), and ``gamma0`` is moved along the channel's
+    limb-darkening direction to that ``s0``.  A noise-dominated channel whose
+    estimate is near or below zero would otherwise be linearised at a
+    vanishing planet, whose ingress is a step: ``dT/ds`` explodes at the
+    contact samples and the depth's variance collapses (errors 10 to 100
+    times too small on faint stars).
     """
     templates, w = _channel_templates(e_ref, mode, u_chan)
     lf = fit_multiplicative(curves.flux, curves.weight, design, templates, prior=prior)
+    unit = ld_direction(u_chan[:, 0], u_chan[:, 1]) if mode in ("fit", "free") else np.ones((u_chan.shape[0], 1))
     for _ in range(iters):
         gamma0 = np.nan_to_num(lf.gamma)
-        s0 = np.clip(np.nan_to_num(gamma0 @ w, nan=k_ref ** 2), 1e-6, 0.36)
+        s_hat = gamma0 @ w
+        s0 = _shape_depth(s_hat, k_ref)
+        # linearisation point: gamma0 scaled to depth s0 (its own direction while the depth is physical)
+        physical = (s_hat == s0)[:, None]
+        gamma_lin = np.where(physical, gamma0, s0[:, None] * unit)
         base = _own_templates(curves, geometry, np.sqrt(s0), mode, u_chan)
         moved = _own_templates(curves, geometry, np.sqrt(s0 * (1 + step)), mode, u_chan)
-        slope = np.einsum("ct,ctm->cm", gamma0, (moved - base) / (s0 * step)[:, None, None])
+        slope = np.einsum("ct,ctm->cm", gamma_lin, (moved - base) / (s0 * step)[:, None, None])
         lf = fit_multiplicative(curves.flux, curves.weight, design, base + w[None, :, None] * slope[:, None, :],
                                 offset=-s0[:, None] * slope, prior=prior)
     return lf
+
+
+def _shape_depth(depth: np.ndarray, k_ref: float) -> np.ndarray:
+    """Depth at which a channel's transit shape is evaluated: its own, within a factor 4 of ``k_ref**2``.
+
+    The shape depends on the radius ratio only through the ingress duration;
+    a channel's radius ratio differs from the white-light one by a few per
+    cent (atmospheric features), so a factor 2 in ``k`` bounds every physical
+    channel while keeping noise-dominated estimates (near or below zero)
+    away from the singular shape of a vanishing planet.
+    """
+    ref = k_ref ** 2
+    return np.clip(np.nan_to_num(np.asarray(depth, np.float64), nan=ref), ref / 4.0, 4.0 * ref)
 
 
 def _own_templates(curves: Curves, geometry: Geometry, k: np.ndarray, mode: str, u_chan: np.ndarray) -> np.ndarray:
