@@ -47,3 +47,25 @@ def test_low_snr_channels_keep_their_variance():
     assert low > 0.1 * z.size                                     # the regime: many noise-dominated estimates
     assert ratio.min() > 0.5 and ratio.max() < 2.0                 # no channel's error collapses
     assert 0.8 < np.std(z) < 1.25
+
+
+def test_noise_limit_matches_the_box_formula():
+    """Box transit, equal weights: var(depth) = sigma^2 (1/N_in + (1 - depth)^2 / N_out) exactly."""
+    from calib_core.noise_limit import depth_noise_limit
+
+    n_in, n_out, sigma, depth = 120, 380, 2e-3, 0.02
+    template = np.r_[np.ones(n_in), np.zeros(n_out)]
+    weight = np.full((n_in + n_out, 2), sigma ** -2)
+    weight[:5, 1] = 0.0                                     # unusable samples carry no information
+    got = depth_noise_limit(np.column_stack([template, template]), weight, np.array([depth, depth]))
+    np.testing.assert_allclose(got[0], sigma * np.sqrt(1 / n_in + (1 - depth) ** 2 / n_out), rtol=1e-12)
+    np.testing.assert_allclose(got[1], sigma * np.sqrt(1 / (n_in - 5) + (1 - depth) ** 2 / n_out), rtol=1e-12)
+    assert np.isnan(depth_noise_limit(np.zeros(50), np.ones(50), 0.01)).all()   # no transit, no information
+
+
+def test_fit_channels_reports_a_limit_below_its_errors():
+    """The data-derived limit sits below the fitted errors, by about the price of the fitted nuisances."""
+    curves, _ = _noisy_curves(7, noise=0.004)
+    fit = depths.fit_channels(curves, GEOMETRY, np.sqrt(0.012), depths.LimbDarkeningConfig(), 2, (0.3, 0.15))
+    ratio = np.sqrt(fit.var_stat) / fit.sigma_limit
+    assert np.all(ratio > 1.0) and np.median(ratio) < 2.5

@@ -53,11 +53,17 @@ with the deficit written exactly as linear in ``beta`` (:mod:`calib_core.transit
    error of the shared geometry.  A channel without usable data (e.g. flagged
    for the whole visit) is interpolated from its neighbours with a
    conservative error (:func:`fill_missing`, output ``filled``).
+4. **Noise limit.**  ``sigma_noise_limit``: the photon + read-noise limit of
+   each depth computed from the data, i.e. the Fisher information of the
+   curve's own inverse variances (the per-sample variances carried through
+   the chain) for the fitted transit shape with a constant baseline
+   (:func:`calib_core.noise_limit.depth_noise_limit`); the metrics give
+   ``sigma / sigma_noise_limit``.
 
 Output (planet scope, 283 rows = FGS1 then AIRS-CH0 by ascending wavelength, as
 ``wavelengths.csv``): ``mu``, ``sigma`` ((Rp/Rs)^2 and 1-sigma), ``wavelength_um``,
 ``u1``, ``u2``, ``chi2_red``, ``beta``, ``instrument`` (index into ``meta["instruments"]``),
-``white_weight``, ``filled``, and small white-light arrays for plots
+``white_weight``, ``filled``, ``sigma_noise_limit``, and small white-light arrays for plots
 (``white_time_h``, ``white_flux``, ``white_err``, ``white_model``: one row per
 instrument of ``meta["white_instruments"]``).
 """
@@ -72,6 +78,7 @@ import numpy as np
 from scipy.optimize import least_squares, minimize
 
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
+from ..noise_limit import depth_noise_limit
 from ..transit import (
     LD_FLUX_WEIGHTS,
     Geometry,
@@ -561,6 +568,7 @@ class ChannelFit:
     residual_rms: np.ndarray
     ld_mode: str             #: limb-darkening treatment used: smooth | fit | fixed | free
     ld_coefficients: np.ndarray  #: smooth law (2, degree + 1) in wavenumber; empty otherwise
+    sigma_limit: np.ndarray | None = None  #: photon + read-noise limit of each depth (:func:`_noise_limit`)
 
 
 def _wavenumber_coordinate(wavelength_um: np.ndarray) -> np.ndarray:
@@ -776,13 +784,14 @@ def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarke
     lf = _solve_depths(curves, design, geometry, e_ref, mode, u_chan, prior, k_ref)
     depth, var = _depth_and_var(lf, mode)
     u1, u2 = ld_from_beta(lf.gamma)[1:] if mode in ("fit", "free") else (u_chan[:, 0], u_chan[:, 1])
+    limit = _noise_limit(curves, geometry, depth, np.asarray(u1), np.asarray(u2), k_ref, (ld.u1, ld.u2))
     resid = curves.flux - lf.model
     z = np.where(curves.weight > 0, resid * np.sqrt(curves.weight), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         rms = np.sqrt(np.nanmean(np.where(curves.weight > 0, resid, np.nan) ** 2, axis=0))
     return ChannelFit(depth, var, np.asarray(u1), np.asarray(u2), lf.chi2 / lf.dof,
-                      red_noise_beta(z, _step_h(curves.time_h)), rms, mode, law)
+                      red_noise_beta(z, _step_h(curves.time_h)), rms, mode, law, limit)
 
 
 def _ld_prior(ld: LimbDarkeningConfig, k_ref: float, n_chan: int) -> tuple[np.ndarray, np.ndarray]:
@@ -864,6 +873,27 @@ def _shape_depth(depth: np.ndarray, k_ref: float) -> np.ndarray:
     """
     ref = k_ref ** 2
     return np.clip(np.nan_to_num(np.asarray(depth, np.float64), nan=ref), ref / 4.0, 4.0 * ref)
+
+
+def _noise_limit(curves: Curves, geometry: Geometry, depth: np.ndarray, u1: np.ndarray, u2: np.ndarray,
+                 k_ref: float, u_default: tuple[float, float]) -> np.ndarray:
+    """Photon + read-noise limit of every depth from the curves' own variances (Fisher, constant baseline).
+
+    The inverse variances of the curves (the per-sample variances carried
+    through the chain, time-binned like the data, not scaled by chi^2 or
+    beta) and the fitted transit shape (the shared geometry, the channel's
+    limb darkening and its depth kept physical by :func:`_shape_depth`) enter
+    :func:`calib_core.noise_limit.depth_noise_limit`.  A channel whose fitted
+    limb darkening is unphysical (``fit``/``free`` modes at low S/N) uses
+    ``u_default``.
+    """
+    s0 = _shape_depth(depth, k_ref)
+    ok = np.isfinite(u1) & np.isfinite(u2) & (u1 >= 0) & (u1 + u2 <= 1) & (u1 + 2 * u2 >= 0)
+    u1 = np.where(ok, u1, u_default[0])
+    u2 = np.where(ok, u2, u_default[1])
+    shape = (1.0 - light_curve(curves.time_h, geometry, s0, u1, u2, curves.exp_time_h)) / s0[None, :]
+    limit = depth_noise_limit(shape, curves.weight, s0)
+    return np.where(np.isfinite(depth), limit, np.nan)
 
 
 def _own_templates(curves: Curves, geometry: Geometry, k: np.ndarray, mode: str, u_chan: np.ndarray) -> np.ndarray:
@@ -978,8 +1008,10 @@ class DepthsStage(Stage):
     (AIRS-CH0 white light when fitted, else FGS1; ``white_instrument``),
     ``fgs1_depth`` +- ``fgs1_depth_err``, ``white_chi2_red``, ``white_beta``,
     ``chi2_red_median``, ``beta_median``, ``residual_rms_ppm`` (median over
-    channels), ``fit_converged``, ``n_nonfinite``; with labels:
-    ``white_depth_truth``, ``z_white``, ``fgs1_depth_truth``, ``z_fgs1``,
+    channels), ``fit_converged``, ``n_nonfinite``, the errors against the
+    photon + read-noise limit (``sigma_to_limit_median`` / ``_p10`` / ``_p90``,
+    ``noise_limit_median_ppm``, ``fgs1_sigma_to_limit``, ``fgs1_noise_limit_ppm``);
+    with labels: ``white_depth_truth``, ``z_white``, ``fgs1_depth_truth``, ``z_fgs1``,
     ``residual_z_std``, ``residual_z_mean``, ``residual_z_max_abs``.
     Gates: ``fit_converged``, ``chi2_red_median < max_chi2_red``,
     ``beta_median < max_beta``.
@@ -1035,13 +1067,14 @@ class DepthsStage(Stage):
     @staticmethod
     def _assemble(insts: list[str], curves: dict, results: dict, sigmas: dict, betas: dict, whites: dict) -> dict:
         """Concatenate per-instrument results, FGS1 first, each by ascending wavelength."""
-        keys = ("mu", "sigma", "wavelength_um", "u1", "u2", "chi2_red", "beta", "instrument", "white_weight")
+        keys = ("mu", "sigma", "wavelength_um", "u1", "u2", "chi2_red", "beta", "instrument", "white_weight",
+                "sigma_noise_limit")
         parts = {k: [] for k in keys}
         for n, inst in enumerate(insts):
             order = np.argsort(curves[inst].wavelength_um, kind="stable")
             r = results[inst]
             values = (r.depth, sigmas[inst], curves[inst].wavelength_um, r.u1, r.u2, r.chi2_red, betas[inst],
-                      np.full(r.depth.size, n), whites[inst][1])
+                      np.full(r.depth.size, n), whites[inst][1], r.sigma_limit)
             for key, value in zip(keys, values):
                 parts[key].append(np.asarray(value, np.float64)[order])
         return {k: np.concatenate(v) for k, v in parts.items()}
@@ -1051,7 +1084,8 @@ class DepthsStage(Stage):
         units = {"mu": "(Rp/Rs)^2", "sigma": "(Rp/Rs)^2", "wavelength_um": "um", "u1": "", "u2": "",
                  "chi2_red": "", "beta": "", "instrument": "index into meta.instruments",
                  "white_weight": "weight of the channel in its instrument's white light",
-                 "filled": "bool: no fit, interpolated from neighbouring channels"}
+                 "filled": "bool: no fit, interpolated from neighbouring channels",
+                 "sigma_noise_limit": "(Rp/Rs)^2: photon + read-noise limit of sigma (NaN where filled)"}
         for key, unit in units.items():
             writer.put(key, out[key].astype(np.int16) if key == "instrument" else out[key], unit)
         rows = [_plot_rows(whites[i][0], wf.model[i]) for i in wf.model]
@@ -1093,6 +1127,7 @@ class DepthsStage(Stage):
         if "FGS1" in insts:
             fgs = np.flatnonzero(out["instrument"] == insts.index("FGS1"))[0]
             metrics.update(fgs1_depth=float(out["mu"][fgs]), fgs1_depth_err=float(out["sigma"][fgs]))
+        metrics.update(_limit_metrics(out, insts))
         labels = ctx.planet.labels() if ctx.planet is not None else None
         if labels is not None and np.size(labels) == out["mu"].size:
             metrics.update(_truth_metrics(out, np.asarray(labels, np.float64), wf, insts, white_inst))
@@ -1116,6 +1151,14 @@ class DepthsStage(Stage):
         spectrum = {"kind": "curve", "title": "Transmission spectrum", "x": wl, "y": mu, "yerr": sigma,
                     "xlabel": "wavelength (um)", "ylabel": "(Rp/Rs)^2", "label": "fitted", "overlay": []}
         plots = [spectrum]
+        if "sigma_noise_limit" in f:
+            limit = np.asarray(f["sigma_noise_limit"], np.float64)
+            ratio = metrics.get("sigma_to_limit_median", float("nan"))
+            plots.append({"kind": "curve", "title": f"Depth errors vs the photon + read-noise limit "
+                                                    f"(median sigma / limit {ratio:.2f})",
+                          "x": wl, "y": sigma * 1e6, "xlabel": "wavelength (um)", "ylabel": "1-sigma (ppm)",
+                          "label": "sigma", "overlay": [{"kind": "curve", "x": wl, "y": limit * 1e6,
+                                                         "label": "noise limit (known shape, constant baseline)"}]})
         if truth is not None:
             spectrum["overlay"].append({"kind": "curve", "x": wl, "y": truth, "label": "truth"})
             plots.append(hist_data((mu - truth) / sigma, bins=40, range_=(-5.0, 5.0), log=False,
@@ -1132,6 +1175,32 @@ class DepthsStage(Stage):
                           "yerr": e * 1e6, "xlabel": "time since visit start (h)", "ylabel": "ppm",
                           "label": "data - model"})
         return plots
+
+
+def _limit_metrics(out: dict, insts: list[str]) -> dict:
+    """Achieved errors against the photon + read-noise limit (``sigma_noise_limit``), fitted channels only.
+
+    ``sigma_to_limit_median`` / ``_p10`` / ``_p90`` and ``noise_limit_median_ppm`` over the
+    AIRS-CH0 channels (else the first instrument), ``fgs1_sigma_to_limit`` and
+    ``fgs1_noise_limit_ppm``.
+    """
+    main = "AIRS-CH0" if "AIRS-CH0" in insts else insts[0]
+    rows = (out["instrument"] == insts.index(main)) & ~out["filled"]
+    limit, sigma = out["sigma_noise_limit"][rows], out["sigma"][rows]
+    ok = np.isfinite(limit) & (limit > 0) & np.isfinite(sigma)
+    ratio = sigma[ok] / limit[ok]
+    nan = float("nan")
+    metrics = {
+        "sigma_to_limit_median": float(np.median(ratio)) if ratio.size else nan,
+        "sigma_to_limit_p10": float(np.percentile(ratio, 10)) if ratio.size else nan,
+        "sigma_to_limit_p90": float(np.percentile(ratio, 90)) if ratio.size else nan,
+        "noise_limit_median_ppm": float(np.median(limit[ok]) * 1e6) if ratio.size else nan,
+    }
+    if "FGS1" in insts:
+        fgs = int(np.flatnonzero(out["instrument"] == insts.index("FGS1"))[0])
+        metrics.update(fgs1_noise_limit_ppm=float(out["sigma_noise_limit"][fgs] * 1e6),
+                       fgs1_sigma_to_limit=float(out["sigma"][fgs] / out["sigma_noise_limit"][fgs]))
+    return metrics
 
 
 def _truth_metrics(out: dict, truth: np.ndarray, wf: WhiteFit, insts: list[str], white_inst: str) -> dict:
