@@ -69,3 +69,48 @@ def test_fit_channels_reports_a_limit_below_its_errors():
     fit = depths.fit_channels(curves, GEOMETRY, np.sqrt(0.012), depths.LimbDarkeningConfig(), 2, (0.3, 0.15))
     ratio = np.sqrt(fit.var_stat) / fit.sigma_limit
     assert np.all(ratio > 1.0) and np.median(ratio) < 2.5
+
+
+def test_shared_baseline_fit_reduces_to_the_free_fit_and_shares_the_quadratic():
+    """With one basis function per channel the joint fit is the per-channel fit, to rounding; with a smooth
+    basis the depth errors shrink, and the fitted shared quadratic follows the injected one."""
+    from calib_core.shared_baseline import fit_shared_multiplicative
+
+    rng = np.random.default_rng(1)
+    m, c = 300, 12
+    t = np.linspace(0.0, 7.5, m)
+    design = depths.baseline_design(t, 2)
+    shape = light_curve(t, GEOMETRY, [0.01], [0.3], [0.15])[:, 0]
+    templates = np.broadcast_to((1 - shape) / 0.01, (c, 1, m)).copy()
+    x = np.linspace(-1, 1, c)
+    quad = 2e-3 * (1 + 0.5 * x)                                     # smooth in the channel coordinate
+    coef = np.column_stack([np.ones(c), rng.normal(0, 1e-3, c), quad])
+    y = (design @ coef.T) * (1 - 0.01 * templates[:, 0].T) + rng.normal(0, 5e-4, (m, c))
+    w = np.full((m, c), 4e6)
+    w[5:9, 2] = 0.0
+    free = depths.fit_multiplicative(y, w, design, templates)
+    same = fit_shared_multiplicative(y, w, design[:, :2], design[:, 2:], np.eye(c), templates)
+    np.testing.assert_allclose(same.gamma, free.gamma, rtol=0, atol=1e-12)
+    own = [0, 1, 3]                                                   # free covariance without the quadratic
+    np.testing.assert_allclose(same.cov, free.cov[:, own][:, :, own], rtol=1e-8)
+    smooth = fit_shared_multiplicative(y, w, design[:, :2], design[:, 2:], np.polynomial.legendre.legvander(x, 1),
+                                       templates)
+    ratio = np.sqrt(smooth.cov[:, 2, 2] / free.cov[:, 3, 3])
+    assert np.all(ratio < 0.9)
+    fitted = (np.polynomial.legendre.legvander(x, 1) @ smooth.eta.T)[:, 0]
+    assert np.max(np.abs(fitted - quad)) < 4 * np.sqrt(np.max(np.diag(smooth.eta_cov)))
+
+
+def test_free_degree_covers_the_trace_trend():
+    from calib_core.stages import trace
+
+    fit = depths.FitConfig()
+    assert depths.channel_free_degree(fit) == 1
+    tcfg = trace.TraceConfig()
+    assert depths.channel_free_degree(fit, tcfg) == 2                # trace default: quadratic per channel
+    tcfg.along_time.poly.degree = 1
+    assert depths.channel_free_degree(fit, tcfg) == 1
+    tcfg.along_time.method = "spline"
+    assert depths.channel_free_degree(fit, tcfg) == fit.baseline_degree
+    tcfg.along_time.enabled = False
+    assert depths.channel_free_degree(fit, tcfg) == 1

@@ -26,6 +26,15 @@ with the deficit written exactly as linear in ``beta`` (:mod:`calib_core.transit
    is solved by Gauss-Newton, including the dependence of the transit shape on
    the channel's own radius ratio (:func:`_solve_depths`), so the estimate is
    the least-squares optimum and its covariance includes that dependence.
+   Baseline: the terms up to ``fit.baseline_free_degree`` (constant, slope)
+   are free per channel; the higher ones (the quadratic of a slow drift) are
+   shared by the channels with coefficients smooth in wavenumber (Legendre
+   degree ``fit.baseline_smooth_degree``), fitted jointly with every channel
+   (:mod:`calib_core.shared_baseline`; the depth covariance is marginal over
+   them).  A free quadratic per channel is nearly degenerate with the transit
+   and costs a factor ~1.5 in every depth's error; the free degree is raised
+   to the trace stage's ``along_time`` degree (:func:`channel_free_degree`),
+   whose per-channel coefficients must stay free to be accounted for.
    Limb darkening (``limb_darkening.method``):
 
    * ``smooth`` (default): u1, u2 are Legendre polynomials of degree
@@ -70,6 +79,7 @@ instrument of ``meta["white_instruments"]``).
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -79,6 +89,7 @@ from scipy.optimize import least_squares, minimize
 
 from ..config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 from ..noise_limit import depth_noise_limit
+from ..shared_baseline import fit_shared_multiplicative
 from ..transit import (
     LD_FLUX_WEIGHTS,
     Geometry,
@@ -115,11 +126,14 @@ __all__ = [
     "ProfiledStatistics",
     "profiled_statistics",
     "profiled_chi2",
+    "channel_free_degree",
     "channel_sigma",
     "fill_missing",
     "DepthsStage",
     "STAGE",
 ]
+
+log = logging.getLogger(__name__)
 
 #: order of the instruments in the 283-long output (FGS1 = wl_1, then AIRS-CH0 ascending)
 INSTRUMENT_ORDER = ("FGS1", "AIRS-CH0")
@@ -138,6 +152,11 @@ class FitConfig:
     max_points: int = opt(500, ge=20, le=100000, doc="time bins the unbinned series is averaged into")
     baseline_degree: int = opt(2, ge=0, le=6,
                                doc="per-curve baseline polynomial in time (keep >= trace along_time degree)")
+    baseline_free_degree: int = opt(1, ge=0, le=6,
+                                    doc="channels: baseline terms up to this degree are free per channel, higher "
+                                        "ones shared (smooth in wavenumber); raised to the trace along_time degree")
+    baseline_smooth_degree: int = opt(2, ge=0, le=6,
+                                      doc="Legendre degree in wavenumber of the shared baseline terms")
 
 
 @dataclass
@@ -569,6 +588,7 @@ class ChannelFit:
     ld_mode: str             #: limb-darkening treatment used: smooth | fit | fixed | free
     ld_coefficients: np.ndarray  #: smooth law (2, degree + 1) in wavenumber; empty otherwise
     sigma_limit: np.ndarray | None = None  #: photon + read-noise limit of each depth (:func:`_noise_limit`)
+    free_degree: int = -1    #: baseline terms up to this degree were free per channel, higher ones shared
 
 
 def _wavenumber_coordinate(wavelength_um: np.ndarray) -> np.ndarray:
@@ -745,7 +765,8 @@ def _ld_mode(ld: LimbDarkeningConfig, n_usable: int) -> str:
 
 
 def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarkeningConfig,
-                 baseline_degree: int, u_white: tuple[float, float]) -> ChannelFit:
+                 baseline_degree: int, u_white: tuple[float, float], free_degree: int | None = None,
+                 smooth_degree: int = 2) -> ChannelFit:
     """Depth, limb darkening and statistics of every channel for a fixed geometry.
 
     Parameters
@@ -765,6 +786,14 @@ def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarke
         Baseline polynomial degree.
     u_white : (float, float)
         White-light limb darkening: starting point of the smooth law.
+    free_degree : int, optional
+        Baseline terms of degree <= ``free_degree`` are free per channel, the
+        higher ones (up to ``baseline_degree``) are shared by the channels with
+        coefficients smooth in wavenumber (Legendre degree ``smooth_degree``,
+        :mod:`calib_core.shared_baseline`); None (or with no more usable
+        channels than ``2 (smooth_degree + 1)``): every term free.
+    smooth_degree : int
+        Legendre degree in wavenumber of the shared baseline coefficients.
 
     Returns
     -------
@@ -774,6 +803,10 @@ def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarke
     n_chan = curves.flux.shape[1]
     usable = np.count_nonzero(curves.weight > 0, axis=0) > design.shape[1] + 3
     mode = _ld_mode(ld, int(usable.sum()))
+    shared = None
+    if free_degree is not None and free_degree < baseline_degree and usable.sum() > 2 * (smooth_degree + 1):
+        basis = np.polynomial.legendre.legvander(_wavenumber_coordinate(curves.wavelength_um), smooth_degree)
+        shared = (free_degree + 1, basis)
     e_ref = deficit_basis(curves.time_h, geometry, k_ref, curves.exp_time_h)
     law = np.empty((0, 0))
     u_chan = np.tile([ld.u1, ld.u2], (n_chan, 1))
@@ -781,7 +814,7 @@ def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarke
         law = _smooth_law(curves, e_ref, design, ld.degree, usable, u_white)
         u_chan = np.polynomial.legendre.legvander(_wavenumber_coordinate(curves.wavelength_um), ld.degree) @ law.T
     prior = _ld_prior(ld, k_ref, n_chan) if mode == "fit" else None
-    lf = _solve_depths(curves, design, geometry, e_ref, mode, u_chan, prior, k_ref)
+    lf = _solve_depths(curves, design, geometry, e_ref, mode, u_chan, prior, k_ref, shared=shared)
     depth, var = _depth_and_var(lf, mode)
     u1, u2 = ld_from_beta(lf.gamma)[1:] if mode in ("fit", "free") else (u_chan[:, 0], u_chan[:, 1])
     limit = _noise_limit(curves, geometry, depth, np.asarray(u1), np.asarray(u2), k_ref, (ld.u1, ld.u2))
@@ -791,7 +824,8 @@ def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarke
         warnings.simplefilter("ignore", RuntimeWarning)
         rms = np.sqrt(np.nanmean(np.where(curves.weight > 0, resid, np.nan) ** 2, axis=0))
     return ChannelFit(depth, var, np.asarray(u1), np.asarray(u2), lf.chi2 / lf.dof,
-                      red_noise_beta(z, _step_h(curves.time_h)), rms, mode, law, limit)
+                      red_noise_beta(z, _step_h(curves.time_h)), rms, mode, law, limit,
+                      baseline_degree if shared is None else shared[0] - 1)
 
 
 def _ld_prior(ld: LimbDarkeningConfig, k_ref: float, n_chan: int) -> tuple[np.ndarray, np.ndarray]:
@@ -820,7 +854,8 @@ def _channel_templates(e: np.ndarray, mode: str, u_chan: np.ndarray) -> tuple[np
 
 def _solve_depths(curves: Curves, design: np.ndarray, geometry: Geometry, e_ref: np.ndarray, mode: str,
                   u_chan: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None, k_ref: float,
-                  iters: int = 2, step: float = 1e-3) -> LinearFit:
+                  iters: int = 2, step: float = 1e-3,
+                  shared: tuple[int, np.ndarray] | None = None) -> LinearFit:
     """Least-squares depths with the transit shape following each channel's own radius ratio.
 
     The model ``deficit = sum_j gamma_j T_j(s)`` depends on the depth
@@ -843,9 +878,14 @@ def _solve_depths(curves: Curves, design: np.ndarray, geometry: Geometry, e_ref:
     vanishing planet, whose ingress is a step: ``dT/ds`` explodes at the
     contact samples and the depth's variance collapses (errors 10 to 100
     times too small on faint stars).
+
+    ``shared`` = ``(n_free, basis)`` fits the baseline columns from ``n_free``
+    on with coefficients shared by the channels (``basis`` (C, q),
+    :func:`calib_core.shared_baseline.fit_shared_multiplicative`); the
+    returned covariance is marginal over them.
     """
     templates, w = _channel_templates(e_ref, mode, u_chan)
-    lf = fit_multiplicative(curves.flux, curves.weight, design, templates, prior=prior)
+    lf = _fit_linear(curves, design, templates, None, prior, shared)
     unit = ld_direction(u_chan[:, 0], u_chan[:, 1]) if mode in ("fit", "free") else np.ones((u_chan.shape[0], 1))
     for _ in range(iters):
         gamma0 = np.nan_to_num(lf.gamma)
@@ -857,8 +897,8 @@ def _solve_depths(curves: Curves, design: np.ndarray, geometry: Geometry, e_ref:
         base = _own_templates(curves, geometry, np.sqrt(s0), mode, u_chan)
         moved = _own_templates(curves, geometry, np.sqrt(s0 * (1 + step)), mode, u_chan)
         slope = np.einsum("ct,ctm->cm", gamma_lin, (moved - base) / (s0 * step)[:, None, None])
-        lf = fit_multiplicative(curves.flux, curves.weight, design, base + w[None, :, None] * slope[:, None, :],
-                                offset=-s0[:, None] * slope, prior=prior)
+        lf = _fit_linear(curves, design, base + w[None, :, None] * slope[:, None, :], -s0[:, None] * slope, prior,
+                         shared)
     return lf
 
 
@@ -873,6 +913,17 @@ def _shape_depth(depth: np.ndarray, k_ref: float) -> np.ndarray:
     """
     ref = k_ref ** 2
     return np.clip(np.nan_to_num(np.asarray(depth, np.float64), nan=ref), ref / 4.0, 4.0 * ref)
+
+
+def _fit_linear(curves: Curves, design: np.ndarray, templates: np.ndarray, offset: np.ndarray | None,
+                prior: tuple[np.ndarray, np.ndarray] | None, shared: tuple[int, np.ndarray] | None) -> LinearFit:
+    """:func:`fit_multiplicative`, or the joint fit with shared baseline terms (``shared = (n_free, basis)``)."""
+    if shared is None:
+        return fit_multiplicative(curves.flux, curves.weight, design, templates, offset, prior=prior)
+    n_free, basis = shared
+    sf = fit_shared_multiplicative(curves.flux, curves.weight, design[:, :n_free], design[:, n_free:], basis,
+                                   templates, offset, prior=prior)
+    return LinearFit(sf.baseline, sf.gamma, sf.cov, sf.model, sf.chi2, sf.n)
 
 
 def _noise_limit(curves: Curves, geometry: Geometry, depth: np.ndarray, u1: np.ndarray, u2: np.ndarray,
@@ -916,6 +967,35 @@ def _depth_and_var(lf: LinearFit, mode: str) -> tuple[np.ndarray, np.ndarray]:
         c = LD_FLUX_WEIGHTS
         return lf.gamma @ c, np.einsum("i,cij,j->c", c, lf.cov[:, nb:, nb:], c)
     return lf.gamma[:, 0], lf.cov[:, nb, nb]
+
+
+def channel_free_degree(fit: FitConfig, trace_cfg=None) -> int:
+    """Degree up to which every channel's baseline is free (higher terms are shared, smooth in wavenumber).
+
+    ``fit.baseline_free_degree``, raised to cover the per-channel trend the
+    trace stage divided out: that trend was fitted on out-of-transit frames
+    channel by channel, so the noise of its coefficients is in the normalised
+    flux, and only the same terms fitted freely per channel here carry it
+    into the depth's error.  A spline trend (pieces no polynomial absorbs)
+    keeps every baseline term free.
+
+    Parameters
+    ----------
+    fit : FitConfig
+        The depths stage's fit section.
+    trace_cfg : TraceConfig, optional
+        The trace stage's config (``ctx.stage_cfgs["trace"]``); None when the
+        profile has no trace stage.
+    """
+    free = min(fit.baseline_free_degree, fit.baseline_degree)
+    along = getattr(trace_cfg, "along_time", None)
+    if along is not None and getattr(trace_cfg, "enabled", True) and along.enabled:
+        upstream = along.poly.degree if along.method == "poly" else fit.baseline_degree
+        if upstream > free:
+            log.info("depths: channel baselines free up to degree %d (trace along_time %s fitted per channel)",
+                     min(upstream, fit.baseline_degree), along.method)
+            free = max(free, min(upstream, fit.baseline_degree))
+    return free
 
 
 def channel_sigma(fit: ChannelFit, errors: ErrorsConfig, geometry_rel_var: float) -> tuple[np.ndarray, np.ndarray]:
@@ -1010,8 +1090,9 @@ class DepthsStage(Stage):
     ``chi2_red_median``, ``beta_median``, ``residual_rms_ppm`` (median over
     channels), ``fit_converged``, ``n_nonfinite``, the errors against the
     photon + read-noise limit (``sigma_to_limit_median`` / ``_p10`` / ``_p90``,
-    ``noise_limit_median_ppm``, ``fgs1_sigma_to_limit``, ``fgs1_noise_limit_ppm``);
-    with labels: ``white_depth_truth``, ``z_white``, ``fgs1_depth_truth``, ``z_fgs1``,
+    ``noise_limit_median_ppm``, ``fgs1_sigma_to_limit``, ``fgs1_noise_limit_ppm``),
+    ``baseline_free_degree`` (:func:`channel_free_degree`); with labels:
+    ``white_depth_truth``, ``z_white``, ``fgs1_depth_truth``, ``z_fgs1``,
     ``residual_z_std``, ``residual_z_mean``, ``residual_z_max_abs``.
     Gates: ``fit_converged``, ``chi2_red_median < max_chi2_red``,
     ``beta_median < max_beta``.
@@ -1043,12 +1124,14 @@ class DepthsStage(Stage):
                        ld_fixed)
         results, sigmas, betas = {}, {}, {}
         reference_white = white_insts[-1]
+        free_degree = channel_free_degree(cfg.fit, ctx.stage_cfgs.get("trace"))
         for n, inst in enumerate(insts):
             ctx.report(0.3 + 0.6 * n / len(insts), f"channels of {inst}")
             own = inst if inst in wf.depth else reference_white
             k_ref = wf.k[own]
             u_white = wf.u[own] if inst in wf.u else (ld_cfg.u1, ld_cfg.u2)
-            results[inst] = fit_channels(curves[inst], wf.geometry, k_ref, ld_cfg, cfg.fit.baseline_degree, u_white)
+            results[inst] = fit_channels(curves[inst], wf.geometry, k_ref, ld_cfg, cfg.fit.baseline_degree, u_white,
+                                         free_degree, cfg.fit.baseline_smooth_degree)
             sigmas[inst], betas[inst] = channel_sigma(results[inst], cfg.errors, wf.geometry_rel_var(own))
         out = fill_missing(self._assemble(insts, curves, results, sigmas, betas, whites))
         self._write(writer, out, wf, insts, whites, results)
@@ -1109,7 +1192,8 @@ class DepthsStage(Stage):
     def _metrics(out: dict, wf: WhiteFit, results: dict, insts: list[str], ctx: StageContext) -> dict:
         g, ge = wf.geometry, wf.geometry_err
         white_inst = "AIRS-CH0" if "AIRS-CH0" in wf.depth else next(iter(wf.depth))
-        airs = results.get("AIRS-CH0", next(iter(results.values())))
+        airs_inst = "AIRS-CH0" if "AIRS-CH0" in results else next(iter(results))
+        airs = results[airs_inst]
         metrics = {
             "t0_h": g.t0_h, "t0_err_h": ge["t0_h"], "a_rs": g.a_rs, "a_rs_err": ge["a_rs"],
             "inc_deg": g.inc_deg, "inc_err_deg": ge["inc_deg"], "impact_parameter": g.impact_parameter,
@@ -1127,7 +1211,7 @@ class DepthsStage(Stage):
         if "FGS1" in insts:
             fgs = np.flatnonzero(out["instrument"] == insts.index("FGS1"))[0]
             metrics.update(fgs1_depth=float(out["mu"][fgs]), fgs1_depth_err=float(out["sigma"][fgs]))
-        metrics.update(_limit_metrics(out, insts))
+        metrics.update(_limit_metrics(out, insts), baseline_free_degree=int(results[airs_inst].free_degree))
         labels = ctx.planet.labels() if ctx.planet is not None else None
         if labels is not None and np.size(labels) == out["mu"].size:
             metrics.update(_truth_metrics(out, np.asarray(labels, np.float64), wf, insts, white_inst))
