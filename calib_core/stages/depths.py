@@ -386,17 +386,39 @@ def fit_multiplicative(y: np.ndarray, w: np.ndarray, design: np.ndarray, templat
         if step == iters:
             break
         delta = np.zeros((c, p))
-        delta[ok] = np.linalg.solve(gram[ok], grad[ok][..., None])[..., 0]
+        delta[ok] = _solve(gram[ok], grad[ok][..., None])[..., 0]
         base_coef += delta[:, :nb]
         gamma += delta[:, nb:]
     cov = np.full((c, p, p), np.nan)
-    cov[ok] = np.linalg.inv(gram[ok])
+    cov[ok] = _inverse(gram[ok])
     chi2 = (w * resid ** 2).sum(axis=1)
     bad = ~ok
     base_coef[bad], gamma[bad], chi2[bad] = np.nan, np.nan, np.nan
     model[bad] = np.nan
     model = model.T
     return LinearFit(base_coef, gamma, cov, model, chi2, n)
+
+
+def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Batched ``gram^-1 rhs``; with the pseudo-inverse when a Gram matrix is singular.
+
+    A template can vanish on every sample (the white-light fit tries a geometry
+    without a transit in the data, e.g. an impact parameter above ``1 + k``, on
+    a faint star): its amplitude is then undetermined and gets no step instead
+    of stopping the run.
+    """
+    try:
+        return np.linalg.solve(gram, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(gram) @ rhs
+
+
+def _inverse(gram: np.ndarray) -> np.ndarray:
+    """Batched inverse of Gram matrices; the pseudo-inverse when one is singular (see :func:`_solve`)."""
+    try:
+        return np.linalg.inv(gram)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(gram)
 
 
 # ---------------------------------------------------------------------------
