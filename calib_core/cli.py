@@ -7,7 +7,8 @@ Subcommands::
     spectramind batch     --config-name calib/nominal --out DIR [--planets 1,2] [--workers 2 | --scheduler ADDRESS |
                           --scheduler-file FILE] [--keep all|series|depths] [--no-dashboard] data.root=DIR
     spectramind dvc       --config-name calib/nominal data.root=DIR [data.planet_id=ID | --planets 1,2] [key=value ...]
-    spectramind make-demo OUT [--seed N] [--full] [--n-pairs N] [--drop-pairs N] [--overwrite]
+    spectramind make-demo OUT [--seed N] [--full] [--n-pairs N] [--drop-pairs N] [--flux-scale F]
+                          [--jitter-scale F] [--overwrite]
     spectramind sigma-calibrate --preds P --targets T --out DIR [...]
 
 Other packages add commands through the entry-point group ``spectramind.commands``:
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--full", action="store_true", help="full size: 11250 AIRS-CH0 / 135000 FGS1 frames")
     demo.add_argument("--n-pairs", type=int, default=None, help="read pairs per instrument (default demo size)")
     demo.add_argument("--drop-pairs", type=int, default=0, help="pairs lost in telemetry (zero-filled)")
+    demo.add_argument("--flux-scale", type=float, default=1.0, help="stellar brightness factor (0.1 = fainter star)")
+    demo.add_argument("--jitter-scale", type=float, default=1.0, help="pointing jitter rms factor (0 = none)")
     demo.add_argument("--planet-id", type=int, default=None)
     demo.add_argument("--overwrite", action="store_true")
     demo.set_defaults(func=_make_demo)
@@ -279,7 +282,8 @@ def _make_demo(args: argparse.Namespace) -> int:
 
     _check_make_demo_args(args)
     out = make_demo(args.out, seed=args.seed, full=args.full, planet_id=args.planet_id, n_pairs=args.n_pairs,
-                    drop_pairs=args.drop_pairs, overwrite=args.overwrite)
+                    drop_pairs=args.drop_pairs, overwrite=args.overwrite, flux_scale=args.flux_scale,
+                    jitter_scale=args.jitter_scale)
     print(f"demo planet written to {out}")
     return 0
 

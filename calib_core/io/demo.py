@@ -24,8 +24,9 @@ Forward model, per instrument and read pair ``k`` (all charges in electrons):
 4. Read noise ``N(0, read_map)`` per read, plus a per-read common-mode offset.
 5. ADC: ``DN = floor((x + 1000) * 0.4369)`` clipped to ``[0, 65535]``.
 
-Truth (``<out>/truth/<planet_id>/``): ``truth.json`` (seed, orbit, t0, T14, depths, limb
-darkening, scene parameters, per-instrument settings, drift parameters, dropped pairs,
+Truth (``<out>/truth/<planet_id>/``): ``truth.json`` (seed, orbit, t0, T14, depths, limb darkening,
+``flux_scale`` and ``jitter_scale`` when either is not 1 (absent = 1), scene parameters (star rates
+already scaled), per-instrument settings, drift parameters, dropped pairs,
 cosmic-ray hits with instrument/pair/frame/row/col/electrons, hot/dead counts) and, per
 instrument, ``<inst>_{flat,dark,hot,dead,sky}.npy`` (H, W) maps (true flat, dark rate in
 e-/s, masks, zero-jitter out-of-transit star rate in e-/s), ``<inst>_jitter.npy``
@@ -57,7 +58,7 @@ import numbers
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -638,14 +639,29 @@ def _check_out_dir(out: Path, overwrite: bool, planet_id: int, split: str) -> No
                               f"root; pass overwrite=True (make-demo --overwrite) to write the demo files into it")
 
 
-def _generate(tmp: Path, seed: int, planet_id: int, n_pairs: dict[str, int], drop_pairs: int, split: str) -> None:
+def _scaled_scene(instrument: str, flux_scale: float) -> dict:
+    """The instrument's scene with the star's electron rates multiplied by ``flux_scale``.
+
+    ``flux_scale == 1`` returns the module's scene itself (the default output stays byte-identical).
+    """
+    scene = _AIRS_SCENE if instrument == "AIRS-CH0" else _FGS_SCENE
+    if flux_scale == 1.0:
+        return scene
+    if instrument == "AIRS-CH0":
+        anchors = [[col, value * flux_scale] for col, value in scene["column_sum_anchors_e_per_cds"]]
+        return {**scene, "column_sum_anchors_e_per_cds": anchors}
+    return {**scene, "total_e_per_cds": scene["total_e_per_cds"] * flux_scale}
+
+
+def _generate(tmp: Path, seed: int, planet_id: int, n_pairs: dict[str, int], drop_pairs: int, split: str,
+              flux_scale: float = 1.0, jitter_scale: float = 1.0) -> None:
     """Generate all files of the demo planet under ``tmp`` (same relative layout as the final dataset)."""
     streams = np.random.SeedSequence(seed).spawn(1 + 3 * len(INSTRUMENTS))
     rngs = [np.random.default_rng(s) for s in streams]
     wavelengths = target_wavelengths()
     system = _draw_system(rngs[0])
     spectrum = _draw_spectrum(rngs[0], system["base_depth"], wavelengths)
-    scenes = {"AIRS-CH0": _AIRS_SCENE, "FGS1": _FGS_SCENE}
+    scenes = {inst: _scaled_scene(inst, flux_scale) for inst in INSTRUMENTS}
     column_targets = {"AIRS-CH0": airs_column_targets(), "FGS1": np.zeros(1, dtype=int)}
     column_wavelength = {"AIRS-CH0": airs_wavelengths(), "FGS1": np.array([FGS_WAVELENGTH_UM])}
 
@@ -657,6 +673,8 @@ def _generate(tmp: Path, seed: int, planet_id: int, n_pairs: dict[str, int], dro
     cosmic_rays = []
     for i, inst in enumerate(INSTRUMENTS):
         sim = _SIMS[inst]
+        if jitter_scale != 1.0:
+            sim = replace(sim, jitter_rms_px=sim.jitter_rms_px * jitter_scale)
         rng_det, rng_sys, rng_sig = rngs[1 + 3 * i:4 + 3 * i]
         det = _draw_detector(rng_det, sim)
         times, period = _pair_times_s(n_pairs[inst])
@@ -684,15 +702,19 @@ def _generate(tmp: Path, seed: int, planet_id: int, n_pairs: dict[str, int], dro
         }
         cosmic_rays += sysm["cosmic_rays"]
 
-    _write_truth_json(truth_dir, seed, planet_id, split, system, spectrum, per_instrument, cosmic_rays)
+    # the scales are recorded when either differs from 1, so a default planet's truth.json is unchanged
+    scales = {"flux_scale": flux_scale, "jitter_scale": jitter_scale}
+    _write_truth_json(truth_dir, seed, planet_id, split, system, spectrum, per_instrument, cosmic_rays,
+                      scales if any(v != 1.0 for v in scales.values()) else {})
     _write_metadata(tmp, planet_id, split, system, spectrum)
 
 
 def _write_truth_json(truth_dir: Path, seed: int, planet_id: int, split: str, system: dict, spectrum: dict,
-                      per_instrument: dict, cosmic_rays: list[dict]) -> None:
+                      per_instrument: dict, cosmic_rays: list[dict], scales: dict) -> None:
     """Write ``truth.json``: every injected scalar parameter, per-instrument settings and cosmic-ray hits."""
     truth = {
         "generator_version": GENERATOR_VERSION, "seed": seed, "planet_id": planet_id, "split": split,
+        **scales,
         "t0_h": system["t0_h"], "t14_h": system["t14_h"], "period_d": system["star"]["P"],
         "a_rs": system["star"]["sma"], "inc_deg": system["star"]["i"], "ecc": 0.0,
         "impact_parameter": system["impact_parameter"], "star": system["star"],
@@ -864,7 +886,7 @@ def _move_into_place(tmp: Path, out: Path, planet_id: int, split: str, overwrite
 
 def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False, planet_id: int | None = None, *,
               n_pairs: int | dict[str, int] | None = None, drop_pairs: int = 0, overwrite: bool = False,
-              split: str = "train") -> Path:
+              split: str = "train", flux_scale: float = 1.0, jitter_scale: float = 1.0) -> Path:
     """Write one synthetic planet in the 2025 Kaggle layout, with its ground truth.
 
     Parameters
@@ -888,6 +910,14 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
         a non-empty directory that is not a dataset.  Other planets are never touched.
     split : str
         ``"train"`` (writes ``train.csv`` labels) or ``"test"`` (no labels file).
+    flux_scale : float
+        Stellar brightness: the star's electron rates of both instruments times this factor
+        (> 0; 0.1 = a star 2.5 magnitudes fainter).  The default 1 leaves every output byte
+        for byte as without it; any other value is recorded in ``truth.json`` (``flux_scale``,
+        and the scaled ``scene`` of each instrument).
+    jitter_scale : float
+        Pointing jitter rms of both instruments times this factor (>= 0; 0 = no jitter);
+        recorded like ``flux_scale`` (``jitter_scale``, each instrument's ``jitter_rms_px``).
 
     Returns
     -------
@@ -919,6 +949,10 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if not 0 <= drop_pairs < min(counts.values()):
         raise ValueError(f"drop_pairs must be in [0, {min(counts.values())}), got {drop_pairs}")
+    if not (math.isfinite(flux_scale) and flux_scale > 0):
+        raise ValueError(f"flux_scale must be a finite number > 0, got {flux_scale}")
+    if not (math.isfinite(jitter_scale) and jitter_scale >= 0):
+        raise ValueError(f"jitter_scale must be a finite number >= 0, got {jitter_scale}")
     _check_out_dir(out, overwrite, planet_id, split)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
@@ -926,7 +960,7 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
         _write_shared(tmp, counts)
         with _dataset_lock(out):         # refuse a disagreeing dataset before minutes of simulation
             _shared_file_plan(tmp, out, _other_planets(out, split, planet_id))
-        _generate(tmp, seed, planet_id, counts, drop_pairs, split)
+        _generate(tmp, seed, planet_id, counts, drop_pairs, split, float(flux_scale), float(jitter_scale))
         _move_into_place(tmp, out, planet_id, split, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -66,4 +66,6 @@ from ..info import StageInfo
 
 INFO = StageInfo("depths", "Transit depths", scope="planet", input_kind="series", output_kind="series",
                  default_io=("phase_fold", "depths"),
-                 reads_outputs=("trace",))   # fit.data: unbinned fits the trace series
+                 reads_outputs=("trace",),   # fit.data: unbinned fits the trace series
+                 # the baseline terms trace fitted per channel stay free per channel here
+                 reads_config=("trace.enabled", "trace.along_time"))

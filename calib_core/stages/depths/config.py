@@ -21,6 +21,11 @@ class FitConfig:
     max_points: int = opt(500, ge=20, le=100000, doc="time bins the unbinned series is averaged into")
     baseline_degree: int = opt(2, ge=0, le=6,
                                doc="per-curve baseline polynomial in time (keep >= trace along_time degree)")
+    baseline_free_degree: int = opt(1, ge=0, le=6,
+                                    doc="channels: baseline terms up to this degree are free per channel, higher "
+                                        "ones shared (smooth in wavenumber); raised to the trace along_time degree")
+    baseline_smooth_degree: int = opt(2, ge=0, le=6,
+                                      doc="Legendre degree in wavenumber of the shared baseline terms")
 
 
 @dataclass

@@ -26,6 +26,15 @@ with the deficit written exactly as linear in ``beta`` (:mod:`calib_core.transit
    is solved by Gauss-Newton, including the dependence of the transit shape on
    the channel's own radius ratio (:func:`_solve_depths`), so the estimate is
    the least-squares optimum and its covariance includes that dependence.
+   Baseline: the terms up to ``fit.baseline_free_degree`` (constant, slope)
+   are free per channel; the higher ones (the quadratic of a slow drift) are
+   shared by the channels with coefficients smooth in wavenumber (Legendre
+   degree ``fit.baseline_smooth_degree``), fitted jointly with every channel
+   (:mod:`calib_core.shared_baseline`; the depth covariance is marginal over
+   them).  A free quadratic per channel is nearly degenerate with the transit
+   and costs a factor ~1.5 in every depth's error; the free degree is raised
+   to the trace stage's ``along_time`` degree (:func:`channel_free_degree`),
+   whose per-channel coefficients must stay free to be accounted for.
    Limb darkening (``limb_darkening.method``):
 
    * ``smooth`` (default): u1, u2 are Legendre polynomials of degree
@@ -53,17 +62,24 @@ with the deficit written exactly as linear in ``beta`` (:mod:`calib_core.transit
    error of the shared geometry.  A channel without usable data (e.g. flagged
    for the whole visit) is interpolated from its neighbours with a
    conservative error (:func:`fill_missing`, output ``filled``).
+4. **Noise limit.**  ``sigma_noise_limit``: the photon + read-noise limit of
+   each depth computed from the data, i.e. the Fisher information of the
+   curve's own inverse variances (the per-sample variances carried through
+   the chain) for the fitted transit shape with a constant baseline
+   (:func:`calib_core.noise_limit.depth_noise_limit`); the metrics give
+   ``sigma / sigma_noise_limit``.
 
 Output (planet scope, 283 rows = FGS1 then AIRS-CH0 by ascending wavelength, as
 ``wavelengths.csv``): ``mu``, ``sigma`` ((Rp/Rs)^2 and 1-sigma), ``wavelength_um``,
 ``u1``, ``u2``, ``chi2_red``, ``beta``, ``instrument`` (index into ``meta["instruments"]``),
-``white_weight``, ``filled``, and small white-light arrays for plots
+``white_weight``, ``filled``, ``sigma_noise_limit``, and small white-light arrays for plots
 (``white_time_h``, ``white_flux``, ``white_err``, ``white_model``: one row per
 instrument of ``meta["white_instruments"]``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -73,6 +89,8 @@ from scipy.optimize import least_squares, minimize
 
 from ...config.base import ConfigError
 from ...diagnostics import Plot, Series, histogram
+from ...noise_limit import depth_noise_limit
+from ...shared_baseline import fit_shared_multiplicative
 from ...transit import (
     LD_FLUX_WEIGHTS,
     Geometry,
@@ -87,7 +105,7 @@ from ...transit import (
 from ...series import as_2d, check_series
 from ..base import Gate, Stage, StageContext, gate
 from . import INFO
-from .config import _GEOMETRY_NAMES, INSTRUMENT_ORDER, DepthsConfig, ErrorsConfig, LimbDarkeningConfig
+from .config import _GEOMETRY_NAMES, INSTRUMENT_ORDER, DepthsConfig, ErrorsConfig, FitConfig, LimbDarkeningConfig
 
 __all__ = [
     "Curves",
@@ -104,11 +122,14 @@ __all__ = [
     "ProfiledStatistics",
     "profiled_statistics",
     "profiled_chi2",
+    "channel_free_degree",
     "channel_sigma",
     "fill_missing",
     "DepthsStage",
     "STAGE",
 ]
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------
@@ -291,17 +312,39 @@ def fit_multiplicative(y: np.ndarray, w: np.ndarray, design: np.ndarray, templat
         if step == iters:
             break
         delta = np.zeros((c, p))
-        delta[ok] = np.linalg.solve(gram[ok], grad[ok][..., None])[..., 0]
+        delta[ok] = _solve(gram[ok], grad[ok][..., None])[..., 0]
         base_coef += delta[:, :nb]
         gamma += delta[:, nb:]
     cov = np.full((c, p, p), np.nan)
-    cov[ok] = np.linalg.inv(gram[ok])
+    cov[ok] = _inverse(gram[ok])
     chi2 = (w * resid ** 2).sum(axis=1)
     bad = ~ok
     base_coef[bad], gamma[bad], chi2[bad] = np.nan, np.nan, np.nan
     model[bad] = np.nan
     model = model.T
     return LinearFit(base_coef, gamma, cov, model, chi2, n)
+
+
+def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Batched ``gram^-1 rhs``; with the pseudo-inverse when a Gram matrix is singular.
+
+    A template can vanish on every sample (the white-light fit tries a geometry
+    without a transit in the data, e.g. an impact parameter above ``1 + k``, on
+    a faint star): its amplitude is then undetermined and gets no step instead
+    of stopping the run.
+    """
+    try:
+        return np.linalg.solve(gram, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(gram) @ rhs
+
+
+def _inverse(gram: np.ndarray) -> np.ndarray:
+    """Batched inverse of Gram matrices; the pseudo-inverse when one is singular (see :func:`_solve`)."""
+    try:
+        return np.linalg.inv(gram)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(gram)
 
 
 # ---------------------------------------------------------------------------
@@ -492,6 +535,8 @@ class ChannelFit:
     residual_rms: np.ndarray
     ld_mode: str             #: limb-darkening treatment used: smooth | fit | fixed | free
     ld_coefficients: np.ndarray  #: smooth law (2, degree + 1) in wavenumber; empty otherwise
+    sigma_limit: np.ndarray | None = None  #: photon + read-noise limit of each depth (:func:`_noise_limit`)
+    free_degree: int = -1    #: baseline terms up to this degree were free per channel, higher ones shared
 
 
 def _wavenumber_coordinate(wavelength_um: np.ndarray) -> np.ndarray:
@@ -603,6 +648,13 @@ def _smooth_law(curves: Curves, e: np.ndarray, design: np.ndarray, degree: int, 
     insensitive to the second-order multiplicative correction, which the final
     per-channel fits include).  The profiled chi^2 and its gradient are
     closed-form (:func:`profiled_chi2`), so BFGS gets the exact gradient.
+
+    When that law is unphysical at some channel (it happens at low S/N, where
+    the chi^2 barely constrains it), it is re-fitted under the linear
+    constraints of a physical quadratic law at every usable channel
+    (:func:`_physical_ld_constraints`, SLSQP): far outside them the unit-depth
+    template divides by ``1 - u1/3 - u2/6`` near zero and the depth errors
+    collapse.
     """
     leg = np.polynomial.legendre.legvander(_wavenumber_coordinate(curves.wavelength_um), degree)[usable]
     stats = profiled_statistics(curves, design, e, usable)
@@ -614,7 +666,39 @@ def _smooth_law(curves: Curves, e: np.ndarray, design: np.ndarray, degree: int, 
     eta0 = np.zeros((2, degree + 1))
     eta0[:, 0] = u_start
     fit = minimize(total_chi2, eta0.ravel(), jac=True, method="BFGS", options={"gtol": 1e-3})
+    rows, bound = _physical_ld_constraints(leg)
+    if np.all(rows @ fit.x + bound >= -1e-9):
+        return fit.x.reshape(2, -1)
+    eta0[:, 0] = _physical_point(u_start)
+    scale = max(abs(total_chi2(eta0.ravel())[0]), 1.0)
+
+    def scaled(eta: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = total_chi2(eta)
+        return value / scale, grad / scale
+
+    constraint = {"type": "ineq", "fun": lambda eta: rows @ eta + bound, "jac": lambda eta: rows}
+    fit = minimize(scaled, eta0.ravel(), jac=True, method="SLSQP", constraints=[constraint],
+                   options={"ftol": 1e-10, "maxiter": 200})
     return fit.x.reshape(2, -1)
+
+
+def _physical_ld_constraints(leg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rows @ eta + bound >= 0`` for a physical quadratic law at every channel (``leg`` (C, d)).
+
+    With ``u = leg @ eta`` per coefficient: ``u1 >= 0``, ``u1 + u2 <= 1`` and
+    ``u1 + 2 u2 >= 0`` (positive intensity that decreases from the centre to
+    the limb; Kipping 2013, MNRAS 435, 2152).
+    """
+    zero = np.zeros_like(leg)
+    rows = np.concatenate([np.hstack([leg, zero]), np.hstack([-leg, -leg]), np.hstack([leg, 2 * leg])])
+    bound = np.concatenate([np.zeros(len(leg)), np.ones(len(leg)), np.zeros(len(leg))])
+    return rows, bound
+
+
+def _physical_point(u: tuple[float, float]) -> tuple[float, float]:
+    """``u`` if it is a physical quadratic law (:func:`_physical_ld_constraints`), else a mild one (0.3, 0.15)."""
+    u1, u2 = float(u[0]), float(u[1])
+    return (u1, u2) if u1 >= 0 and u1 + u2 <= 1 and u1 + 2 * u2 >= 0 else (0.3, 0.15)
 
 
 def _ld_mode(ld: LimbDarkeningConfig, n_usable: int) -> str:
@@ -629,7 +713,8 @@ def _ld_mode(ld: LimbDarkeningConfig, n_usable: int) -> str:
 
 
 def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarkeningConfig,
-                 baseline_degree: int, u_white: tuple[float, float]) -> ChannelFit:
+                 baseline_degree: int, u_white: tuple[float, float], free_degree: int | None = None,
+                 smooth_degree: int = 2) -> ChannelFit:
     """Depth, limb darkening and statistics of every channel for a fixed geometry.
 
     Parameters
@@ -649,6 +734,14 @@ def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarke
         Baseline polynomial degree.
     u_white : (float, float)
         White-light limb darkening: starting point of the smooth law.
+    free_degree : int, optional
+        Baseline terms of degree <= ``free_degree`` are free per channel, the
+        higher ones (up to ``baseline_degree``) are shared by the channels with
+        coefficients smooth in wavenumber (Legendre degree ``smooth_degree``,
+        :mod:`calib_core.shared_baseline`); None (or with no more usable
+        channels than ``2 (smooth_degree + 1)``): every term free.
+    smooth_degree : int
+        Legendre degree in wavenumber of the shared baseline coefficients.
 
     Returns
     -------
@@ -658,6 +751,10 @@ def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarke
     n_chan = curves.flux.shape[1]
     usable = np.count_nonzero(curves.weight > 0, axis=0) > design.shape[1] + 3
     mode = _ld_mode(ld, int(usable.sum()))
+    shared = None
+    if free_degree is not None and free_degree < baseline_degree and usable.sum() > 2 * (smooth_degree + 1):
+        basis = np.polynomial.legendre.legvander(_wavenumber_coordinate(curves.wavelength_um), smooth_degree)
+        shared = (free_degree + 1, basis)
     e_ref = deficit_basis(curves.time_h, geometry, k_ref, curves.exp_time_h)
     law = np.empty((0, 0))
     u_chan = np.tile([ld.u1, ld.u2], (n_chan, 1))
@@ -665,16 +762,18 @@ def fit_channels(curves: Curves, geometry: Geometry, k_ref: float, ld: LimbDarke
         law = _smooth_law(curves, e_ref, design, ld.degree, usable, u_white)
         u_chan = np.polynomial.legendre.legvander(_wavenumber_coordinate(curves.wavelength_um), ld.degree) @ law.T
     prior = _ld_prior(ld, k_ref, n_chan) if mode == "fit" else None
-    lf = _solve_depths(curves, design, geometry, e_ref, mode, u_chan, prior, k_ref)
+    lf = _solve_depths(curves, design, geometry, e_ref, mode, u_chan, prior, k_ref, shared=shared)
     depth, var = _depth_and_var(lf, mode)
     u1, u2 = ld_from_beta(lf.gamma)[1:] if mode in ("fit", "free") else (u_chan[:, 0], u_chan[:, 1])
+    limit = _noise_limit(curves, geometry, depth, np.asarray(u1), np.asarray(u2), k_ref, (ld.u1, ld.u2))
     resid = curves.flux - lf.model
     z = np.where(curves.weight > 0, resid * np.sqrt(curves.weight), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         rms = np.sqrt(np.nanmean(np.where(curves.weight > 0, resid, np.nan) ** 2, axis=0))
     return ChannelFit(depth, var, np.asarray(u1), np.asarray(u2), lf.chi2 / lf.dof,
-                      red_noise_beta(z, _step_h(curves.time_h)), rms, mode, law)
+                      red_noise_beta(z, _step_h(curves.time_h)), rms, mode, law, limit,
+                      baseline_degree if shared is None else shared[0] - 1)
 
 
 def _ld_prior(ld: LimbDarkeningConfig, k_ref: float, n_chan: int) -> tuple[np.ndarray, np.ndarray]:
@@ -703,7 +802,8 @@ def _channel_templates(e: np.ndarray, mode: str, u_chan: np.ndarray) -> tuple[np
 
 def _solve_depths(curves: Curves, design: np.ndarray, geometry: Geometry, e_ref: np.ndarray, mode: str,
                   u_chan: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None, k_ref: float,
-                  iters: int = 2, step: float = 1e-3) -> LinearFit:
+                  iters: int = 2, step: float = 1e-3,
+                  shared: tuple[int, np.ndarray] | None = None) -> LinearFit:
     """Least-squares depths with the transit shape following each channel's own radius ratio.
 
     The model ``deficit = sum_j gamma_j T_j(s)`` depends on the depth
@@ -717,18 +817,82 @@ def _solve_depths(curves: Curves, design: np.ndarray, geometry: Geometry, e_ref:
     ``gamma``; the covariance of the last step therefore includes the shape
     derivative.  (Re-using ``T(s0)`` without ``G`` would be a fixed-point
     iteration that amplifies the noise by ``1 / (1 - dlog T / dlog s)``.)
+
+    The shape is linearised at a physical radius ratio: ``s0`` is the
+    channel's depth kept within a factor 4 of the white-light depth
+    (:func:`_shape_depth`), and ``gamma0`` is moved along the channel's
+    limb-darkening direction to that ``s0``.  A noise-dominated channel whose
+    estimate is near or below zero would otherwise be linearised at a
+    vanishing planet, whose ingress is a step: ``dT/ds`` explodes at the
+    contact samples and the depth's variance collapses (errors 10 to 100
+    times too small on faint stars).
+
+    ``shared`` = ``(n_free, basis)`` fits the baseline columns from ``n_free``
+    on with coefficients shared by the channels (``basis`` (C, q),
+    :func:`calib_core.shared_baseline.fit_shared_multiplicative`); the
+    returned covariance is marginal over them.
     """
     templates, w = _channel_templates(e_ref, mode, u_chan)
-    lf = fit_multiplicative(curves.flux, curves.weight, design, templates, prior=prior)
+    lf = _fit_linear(curves, design, templates, None, prior, shared)
+    unit = ld_direction(u_chan[:, 0], u_chan[:, 1]) if mode in ("fit", "free") else np.ones((u_chan.shape[0], 1))
     for _ in range(iters):
         gamma0 = np.nan_to_num(lf.gamma)
-        s0 = np.clip(np.nan_to_num(gamma0 @ w, nan=k_ref ** 2), 1e-6, 0.36)
+        s_hat = gamma0 @ w
+        s0 = _shape_depth(s_hat, k_ref)
+        # linearisation point: gamma0 scaled to depth s0 (its own direction while the depth is physical)
+        physical = (s_hat == s0)[:, None]
+        gamma_lin = np.where(physical, gamma0, s0[:, None] * unit)
         base = _own_templates(curves, geometry, np.sqrt(s0), mode, u_chan)
         moved = _own_templates(curves, geometry, np.sqrt(s0 * (1 + step)), mode, u_chan)
-        slope = np.einsum("ct,ctm->cm", gamma0, (moved - base) / (s0 * step)[:, None, None])
-        lf = fit_multiplicative(curves.flux, curves.weight, design, base + w[None, :, None] * slope[:, None, :],
-                                offset=-s0[:, None] * slope, prior=prior)
+        slope = np.einsum("ct,ctm->cm", gamma_lin, (moved - base) / (s0 * step)[:, None, None])
+        lf = _fit_linear(curves, design, base + w[None, :, None] * slope[:, None, :], -s0[:, None] * slope, prior,
+                         shared)
     return lf
+
+
+def _shape_depth(depth: np.ndarray, k_ref: float) -> np.ndarray:
+    """Depth at which a channel's transit shape is evaluated: its own, within a factor 4 of ``k_ref**2``.
+
+    The shape depends on the radius ratio only through the ingress duration;
+    a channel's radius ratio differs from the white-light one by a few per
+    cent (atmospheric features), so a factor 2 in ``k`` bounds every physical
+    channel while keeping noise-dominated estimates (near or below zero)
+    away from the singular shape of a vanishing planet.
+    """
+    ref = k_ref ** 2
+    return np.clip(np.nan_to_num(np.asarray(depth, np.float64), nan=ref), ref / 4.0, 4.0 * ref)
+
+
+def _fit_linear(curves: Curves, design: np.ndarray, templates: np.ndarray, offset: np.ndarray | None,
+                prior: tuple[np.ndarray, np.ndarray] | None, shared: tuple[int, np.ndarray] | None) -> LinearFit:
+    """:func:`fit_multiplicative`, or the joint fit with shared baseline terms (``shared = (n_free, basis)``)."""
+    if shared is None:
+        return fit_multiplicative(curves.flux, curves.weight, design, templates, offset, prior=prior)
+    n_free, basis = shared
+    sf = fit_shared_multiplicative(curves.flux, curves.weight, design[:, :n_free], design[:, n_free:], basis,
+                                   templates, offset, prior=prior)
+    return LinearFit(sf.baseline, sf.gamma, sf.cov, sf.model, sf.chi2, sf.n)
+
+
+def _noise_limit(curves: Curves, geometry: Geometry, depth: np.ndarray, u1: np.ndarray, u2: np.ndarray,
+                 k_ref: float, u_default: tuple[float, float]) -> np.ndarray:
+    """Photon + read-noise limit of every depth from the curves' own variances (Fisher, constant baseline).
+
+    The inverse variances of the curves (the per-sample variances carried
+    through the chain, time-binned like the data, not scaled by chi^2 or
+    beta) and the fitted transit shape (the shared geometry, the channel's
+    limb darkening and its depth kept physical by :func:`_shape_depth`) enter
+    :func:`calib_core.noise_limit.depth_noise_limit`.  A channel whose fitted
+    limb darkening is unphysical (``fit``/``free`` modes at low S/N) uses
+    ``u_default``.
+    """
+    s0 = _shape_depth(depth, k_ref)
+    ok = np.isfinite(u1) & np.isfinite(u2) & (u1 >= 0) & (u1 + u2 <= 1) & (u1 + 2 * u2 >= 0)
+    u1 = np.where(ok, u1, u_default[0])
+    u2 = np.where(ok, u2, u_default[1])
+    shape = (1.0 - light_curve(curves.time_h, geometry, s0, u1, u2, curves.exp_time_h)) / s0[None, :]
+    limit = depth_noise_limit(shape, curves.weight, s0)
+    return np.where(np.isfinite(depth), limit, np.nan)
 
 
 def _own_templates(curves: Curves, geometry: Geometry, k: np.ndarray, mode: str, u_chan: np.ndarray) -> np.ndarray:
@@ -751,6 +915,33 @@ def _depth_and_var(lf: LinearFit, mode: str) -> tuple[np.ndarray, np.ndarray]:
         c = LD_FLUX_WEIGHTS
         return lf.gamma @ c, np.einsum("i,cij,j->c", c, lf.cov[:, nb:, nb:], c)
     return lf.gamma[:, 0], lf.cov[:, nb, nb]
+
+
+def channel_free_degree(fit: "FitConfig", along_time=None) -> int:
+    """Degree up to which every channel's baseline is free (higher terms are shared, smooth in wavenumber).
+
+    ``fit.baseline_free_degree``, raised to cover the per-channel trend the
+    trace stage divided out: that trend was fitted on out-of-transit frames
+    channel by channel, so the noise of its coefficients is in the normalised
+    flux, and only the same terms fitted freely per channel here carry it
+    into the depth's error.  A spline trend (pieces no polynomial absorbs)
+    keeps every baseline term free.
+
+    Parameters
+    ----------
+    fit : FitConfig
+        The depths stage's fit section.
+    along_time : AlongTimeConfig, optional
+        The trace stage's ``along_time`` section; None when the profile runs no trace stage.
+    """
+    free = min(fit.baseline_free_degree, fit.baseline_degree)
+    if along_time is not None and along_time.enabled:
+        upstream = along_time.poly.degree if along_time.method == "poly" else fit.baseline_degree
+        if upstream > free:
+            log.info("depths: channel baselines free up to degree %d (trace along_time %s fitted per channel)",
+                     min(upstream, fit.baseline_degree), along_time.method)
+            free = max(free, min(upstream, fit.baseline_degree))
+    return free
 
 
 def channel_sigma(fit: ChannelFit, errors: ErrorsConfig, geometry_rel_var: float) -> tuple[np.ndarray, np.ndarray]:
@@ -843,7 +1034,10 @@ class DepthsStage(Stage):
     (AIRS-CH0 white light when fitted, else FGS1; ``white_instrument``),
     ``fgs1_depth`` +- ``fgs1_depth_err``, ``white_chi2_red``, ``white_beta``,
     ``chi2_red_median``, ``beta_median``, ``residual_rms_ppm`` (median over
-    channels), ``fit_converged``, ``n_nonfinite``; with labels:
+    channels), ``fit_converged``, ``n_nonfinite``, the errors against the
+    photon + read-noise limit (``sigma_to_limit_median`` / ``_p10`` / ``_p90``,
+    ``noise_limit_median_ppm``, ``fgs1_sigma_to_limit``, ``fgs1_noise_limit_ppm``),
+    ``baseline_free_degree`` (:func:`channel_free_degree`); with labels:
     ``white_depth_truth``, ``z_white``, ``fgs1_depth_truth``, ``z_fgs1``,
     ``residual_z_std``, ``residual_z_mean``, ``residual_z_max_abs``.
     Gates: ``fit_converged``, ``chi2_red_median < max_chi2_red``,
@@ -871,12 +1065,15 @@ class DepthsStage(Stage):
                        ld_fixed)
         results, sigmas, betas = {}, {}, {}
         reference_white = white_insts[-1]
+        trace_on = ctx.config("trace.enabled")
+        free_degree = channel_free_degree(cfg.fit, ctx.config("trace.along_time") if trace_on else None)
         for n, inst in enumerate(insts):
             ctx.report(0.3 + 0.6 * n / len(insts), f"channels of {inst}")
             own = inst if inst in wf.depth else reference_white
             k_ref = wf.k[own]
             u_white = wf.u[own] if inst in wf.u else (ld_cfg.u1, ld_cfg.u2)
-            results[inst] = fit_channels(curves[inst], wf.geometry, k_ref, ld_cfg, cfg.fit.baseline_degree, u_white)
+            results[inst] = fit_channels(curves[inst], wf.geometry, k_ref, ld_cfg, cfg.fit.baseline_degree, u_white,
+                                         free_degree, cfg.fit.baseline_smooth_degree)
             sigmas[inst], betas[inst] = channel_sigma(results[inst], cfg.errors, wf.geometry_rel_var(own))
         out = fill_missing(self._assemble(insts, curves, results, sigmas, betas, whites))
         self._write(writer, out, wf, insts, whites, results)
@@ -895,13 +1092,14 @@ class DepthsStage(Stage):
     @staticmethod
     def _assemble(insts: list[str], curves: dict, results: dict, sigmas: dict, betas: dict, whites: dict) -> dict:
         """Concatenate per-instrument results, FGS1 first, each by ascending wavelength."""
-        keys = ("mu", "sigma", "wavelength_um", "u1", "u2", "chi2_red", "beta", "instrument", "white_weight")
+        keys = ("mu", "sigma", "wavelength_um", "u1", "u2", "chi2_red", "beta", "instrument", "white_weight",
+                "sigma_noise_limit")
         parts = {k: [] for k in keys}
         for n, inst in enumerate(insts):
             order = np.argsort(curves[inst].wavelength_um, kind="stable")
             r = results[inst]
             values = (r.depth, sigmas[inst], curves[inst].wavelength_um, r.u1, r.u2, r.chi2_red, betas[inst],
-                      np.full(r.depth.size, n), whites[inst][1])
+                      np.full(r.depth.size, n), whites[inst][1], r.sigma_limit)
             for key, value in zip(keys, values):
                 parts[key].append(np.asarray(value, np.float64)[order])
         return {k: np.concatenate(v) for k, v in parts.items()}
@@ -911,7 +1109,8 @@ class DepthsStage(Stage):
         units = {"mu": "(Rp/Rs)^2", "sigma": "(Rp/Rs)^2", "wavelength_um": "um", "u1": "", "u2": "",
                  "chi2_red": "", "beta": "", "instrument": "index into meta.instruments",
                  "white_weight": "weight of the channel in its instrument's white light",
-                 "filled": "bool: no fit, interpolated from neighbouring channels"}
+                 "filled": "bool: no fit, interpolated from neighbouring channels",
+                 "sigma_noise_limit": "(Rp/Rs)^2: photon + read-noise limit of sigma (NaN where filled)"}
         for key, unit in units.items():
             writer.put(key, out[key].astype(np.int16) if key == "instrument" else out[key], unit)
         rows = [_plot_rows(whites[i][0], wf.model[i]) for i in wf.model]
@@ -935,7 +1134,8 @@ class DepthsStage(Stage):
     def _metrics(out: dict, wf: WhiteFit, results: dict, insts: list[str], ctx: StageContext) -> dict:
         g, ge = wf.geometry, wf.geometry_err
         white_inst = "AIRS-CH0" if "AIRS-CH0" in wf.depth else next(iter(wf.depth))
-        airs = results.get("AIRS-CH0", next(iter(results.values())))
+        airs_inst = "AIRS-CH0" if "AIRS-CH0" in results else next(iter(results))
+        airs = results[airs_inst]
         metrics = {
             "t0_h": g.t0_h, "t0_err_h": ge["t0_h"], "a_rs": g.a_rs, "a_rs_err": ge["a_rs"],
             "inc_deg": g.inc_deg, "inc_err_deg": ge["inc_deg"], "impact_parameter": g.impact_parameter,
@@ -953,6 +1153,7 @@ class DepthsStage(Stage):
         if "FGS1" in insts:
             fgs = np.flatnonzero(out["instrument"] == insts.index("FGS1"))[0]
             metrics.update(fgs1_depth=float(out["mu"][fgs]), fgs1_depth_err=float(out["sigma"][fgs]))
+        metrics.update(_limit_metrics(out, insts), baseline_free_degree=int(results[airs_inst].free_degree))
         labels = ctx.planet.labels() if ctx.planet is not None else None
         if labels is not None and np.size(labels) == out["mu"].size:
             metrics.update(_truth_metrics(out, np.asarray(labels, np.float64), wf, insts, white_inst))
@@ -976,6 +1177,13 @@ class DepthsStage(Stage):
         spectrum = Series("Transmission spectrum", wl, mu, xlabel="wavelength (um)", ylabel="(Rp/Rs)^2",
                           yerr=sigma, label="fitted")
         plots: list[Plot] = [spectrum]
+        if "sigma_noise_limit" in f:
+            limit = np.asarray(f["sigma_noise_limit"], np.float64)
+            ratio = metrics.get("sigma_to_limit_median", float("nan"))
+            plots.append(Series(f"Depth errors vs the photon + read-noise limit (median sigma / limit {ratio:.2f})",
+                                wl, sigma * 1e6, xlabel="wavelength (um)", ylabel="1-sigma (ppm)", label="sigma",
+                                overlay=[Series("", wl, limit * 1e6,
+                                                label="noise limit (known shape, constant baseline)")]))
         if truth is not None:
             spectrum.overlay.append(Series("", wl, truth, label="truth"))
             plots.append(histogram((mu - truth) / sigma, bins=40, range_=(-5.0, 5.0), log=False,
@@ -992,6 +1200,32 @@ class DepthsStage(Stage):
                                 xlabel="time since visit start (h)", ylabel="ppm", yerr=e * 1e6,
                                 label="data - model"))
         return plots
+
+
+def _limit_metrics(out: dict, insts: list[str]) -> dict:
+    """Achieved errors against the photon + read-noise limit (``sigma_noise_limit``), fitted channels only.
+
+    ``sigma_to_limit_median`` / ``_p10`` / ``_p90`` and ``noise_limit_median_ppm`` over the
+    AIRS-CH0 channels (else the first instrument), ``fgs1_sigma_to_limit`` and
+    ``fgs1_noise_limit_ppm``.
+    """
+    main = "AIRS-CH0" if "AIRS-CH0" in insts else insts[0]
+    rows = (out["instrument"] == insts.index(main)) & ~out["filled"]
+    limit, sigma = out["sigma_noise_limit"][rows], out["sigma"][rows]
+    ok = np.isfinite(limit) & (limit > 0) & np.isfinite(sigma)
+    ratio = sigma[ok] / limit[ok]
+    nan = float("nan")
+    metrics = {
+        "sigma_to_limit_median": float(np.median(ratio)) if ratio.size else nan,
+        "sigma_to_limit_p10": float(np.percentile(ratio, 10)) if ratio.size else nan,
+        "sigma_to_limit_p90": float(np.percentile(ratio, 90)) if ratio.size else nan,
+        "noise_limit_median_ppm": float(np.median(limit[ok]) * 1e6) if ratio.size else nan,
+    }
+    if "FGS1" in insts:
+        fgs = int(np.flatnonzero(out["instrument"] == insts.index("FGS1"))[0])
+        metrics.update(fgs1_noise_limit_ppm=float(out["sigma_noise_limit"][fgs] * 1e6),
+                       fgs1_sigma_to_limit=float(out["sigma"][fgs] / out["sigma_noise_limit"][fgs]))
+    return metrics
 
 
 def _truth_metrics(out: dict, truth: np.ndarray, wf: WhiteFit, insts: list[str], white_inst: str) -> dict:
