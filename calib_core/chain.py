@@ -38,6 +38,8 @@ from . import rundir
 from .config.compose import ValidatedConfig, config_hash, config_to_yaml, typed_content, validate_config
 from .frames import StreamedSource
 from .io.validate import validate_planet
+from .config.base import ConfigError
+from .paths import config_files
 from .plan import stage_inputs
 from .provenance import PLANET_SCOPE_DIR, code_hash, input_checksums, write_run_files
 from .stages import get_stage, stage_info
@@ -386,7 +388,7 @@ class _Runner:
         """
         insts = [inst] if inst is not None else list(self.vc.data.instruments)
         reads = {f"{s}/{i}": self.keys.get((s, i)) for s in stage_info(name).reads_outputs for i in insts}
-        key = _key(upstream, name, stage_inputs(self.vc.cfg, name), reads, code_hash(get_stage(name)))
+        key = _key(upstream, name, stage_inputs(self.vc.cfg, name, self.run_dir), reads, code_hash(get_stage(name)))
         self.keys[(name, inst)] = key
         return key
 
@@ -451,6 +453,22 @@ def _run_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
+def _confine_files(vc: ValidatedConfig, run_dir: Path) -> None:
+    """Confine every file the profile names (:func:`calib_core.paths.config_files`) before anything is read.
+
+    The stages get the resolved paths, so a symlink swapped after this check cannot lead them elsewhere
+    than the file whose content the cache key hashed.
+    """
+    for key, path in config_files(vc.cfg, run_dir).items():
+        _, stage, *sub = key.split(".")
+        node = vc.stages[stage]
+        for name in sub[:-1]:
+            node = getattr(node, name)
+        if vc.stages[stage].validation.require_existing_paths and not path.is_file():
+            raise ConfigError(key, OmegaConf.select(vc.cfg, key), "no such file")
+        setattr(node, sub[-1], str(path))
+
+
 def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: ProgressFn | None = None,
               force_error_gates: bool = False, raise_on_failure: bool = True) -> RunResult:
     """Run the profile's enabled stages on the configured planet and write the run directory.
@@ -497,6 +515,7 @@ def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: P
         result = RunResult(run_dir, "running", chash, [], validated=vc)
         checksums = None
         try:
+            _confine_files(vc, run_dir)
             result.planet = resolve_planet(vc)
             # every input of every instrument is checked before anything is computed
             validate_planet(result.planet, list(vc.data.instruments))

@@ -35,7 +35,12 @@ NO_RESULT_SECTIONS = ("cache", "logging", "quality_checks")
 
 
 def _enabled(cfg: DictConfig) -> list[str]:
-    return [str(k) for k, v in cfg.calib.items() if k not in RESERVED_CALIB_KEYS and v.get("enabled", True)]
+    from .stages import STAGE_NAMES
+
+    # the engine's execution order, whatever the order of the sections in the profile
+    names = sorted((str(k) for k, v in cfg.calib.items() if k not in RESERVED_CALIB_KEYS and v.get("enabled", True)),
+                   key=lambda n: STAGE_NAMES.index(n) if n in STAGE_NAMES else len(STAGE_NAMES))
+    return names
 
 
 def schedule(cfg: DictConfig) -> list[tuple[str, str | None]]:
@@ -71,13 +76,23 @@ def _select(tree: dict, path: str) -> Any:
     return node
 
 
-def stage_inputs(cfg: DictConfig, name: str) -> dict:
+def stage_inputs(cfg: DictConfig, name: str, run_dir: str | Path | None = None) -> dict:
     """Everything of the config a stage's result depends on, besides its upstream (typed values).
 
     Its own section without :data:`NO_RESULT_SECTIONS`; each declared config
     sub-section of another stage (``None`` when the profile lacks it); each
-    declared file by the sha256 of its content.
+    declared file by the sha256 of its content -- the file as
+    :func:`calib_core.paths.confine_file` resolves it (``run_dir``: the run
+    directory, default ``cfg.run_dir``), so nothing outside the allowed roots is
+    ever opened to be hashed.
+
+    Raises
+    ------
+    calib_core.config.ConfigError
+        A declared file lies outside the data root, the run directory and ``configs/``.
     """
+    from .paths import confine_file
+
     info = stage_info(name)
     calib = typed_content(cfg)["calib"]
     own = {k: v for k, v in calib[name].items() if k not in NO_RESULT_SECTIONS}
@@ -86,7 +101,7 @@ def stage_inputs(cfg: DictConfig, name: str) -> dict:
         out[f"calib.{path}"] = _select(calib, path)
     for key in info.reads_files:
         value = _select(calib[name], key)
-        out[f"file:{key}"] = file_digest(value) if value else None
+        out[f"file:{key}"] = file_digest(confine_file(f"calib.{name}.{key}", value, cfg, run_dir)) if value else None
     return out
 
 
@@ -94,7 +109,7 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def invalidated_by(old: DictConfig, new: DictConfig) -> list[str]:
+def invalidated_by(old: DictConfig, new: DictConfig, run_dir: str | Path | None = None) -> list[str]:
     """Stages of ``new`` (execution order) whose stored results ``old``'s run cannot serve.
 
     A stage is invalidated when its :func:`stage_inputs` differ, when an
@@ -110,8 +125,8 @@ def invalidated_by(old: DictConfig, new: DictConfig) -> list[str]:
     chain_broken = data_changed
     for name in new_enabled:
         info = stage_info(name)
-        before = stage_inputs(old, name) if name in old_enabled else None
-        changed = before is None or _digest(before) != _digest(stage_inputs(new, name))
+        before = stage_inputs(old, name, run_dir) if name in old_enabled else None
+        changed = before is None or _digest(before) != _digest(stage_inputs(new, name, run_dir))
         upstream_changed = _upstream(old_enabled, name) != _upstream(new_enabled, name)
         reads_stale = any(s in stale for s in info.reads_outputs)
         if chain_broken or changed or upstream_changed or reads_stale:

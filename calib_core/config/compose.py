@@ -254,8 +254,34 @@ def compose_config(config_name: str = "calib/nominal", overrides: Sequence[str] 
         with open_dict(cfg):
             cfg.calib.method = OmegaConf.merge(cfg.calib.get("method") or {}, cfg.pop("calib.method"))
     _apply_method_block(cfg, overrides)
+    _canonical_order(cfg)
     validate_config(cfg)
     return cfg
+
+
+def _stage_rank(name: Any) -> tuple[int, str]:
+    from ..stages import STAGE_NAMES
+
+    return (STAGE_NAMES.index(name) if name in STAGE_NAMES else len(STAGE_NAMES), str(name))
+
+
+def _canonical_order(cfg: DictConfig) -> None:
+    """Put the stage sections of ``cfg.calib`` in execution order (the reserved keys after them).
+
+    The order of the sections in a file carries no meaning -- the chain's order is the engine's
+    (:data:`calib_core.stages.STAGE_NAMES`) -- so a profile re-dumped with sorted keys is the same profile.
+    """
+    keys = list(cfg.calib.keys())
+    ordered = sorted((k for k in keys if k not in RESERVED_CALIB_KEYS), key=_stage_rank) + [
+        k for k in keys if k in RESERVED_CALIB_KEYS]
+    if ordered == keys:
+        return
+    sections = {k: cfg.calib[k] for k in ordered}
+    with open_dict(cfg):
+        for k in keys:
+            cfg.calib.pop(k)
+        for k in ordered:
+            cfg.calib[k] = sections[k]
 
 
 # ---------------------------------------------------------------------------
@@ -325,9 +351,8 @@ def validate_config(cfg: DictConfig) -> ValidatedConfig:
     if "calib" not in cfg or not isinstance(cfg.calib, DictConfig):
         raise ConfigError("calib", None, "a profile needs a 'calib' section with stage sections")
     stages: dict[str, Any] = {}
-    for name in cfg.calib.keys():
-        if name in RESERVED_CALIB_KEYS:
-            continue
+    # execution order is the engine's, whatever the order of the sections in the file
+    for name in sorted((k for k in cfg.calib.keys() if k not in RESERVED_CALIB_KEYS), key=_stage_rank):
         if name not in STAGE_NAMES:
             raise ConfigError(f"calib.{name}", "(section)", "unknown stage; allowed: " + ", ".join(STAGE_NAMES))
         stages[str(name)] = _typed_section(stage_schema(name), cfg.calib[name], f"calib.{name}")

@@ -76,6 +76,7 @@ __all__ = [
     "DEMO_SEED",
     "DEFAULT_N_PAIRS",
     "GENERATOR_VERSION",
+    "demo_path",
     "airs_wavelengths",
     "target_wavelengths",
     "airs_column_targets",
@@ -967,6 +968,13 @@ def make_demo(out: str | os.PathLike, seed: int = DEMO_SEED, full: bool = False,
     return out
 
 
+def demo_path(seed: int = DEMO_SEED, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`ensure_demo` keeps the demo dataset of ``seed`` (nothing is generated)."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("SPECTRAMIND_CACHE_DIR") or Path.home() / ".cache" / "spectramind"
+    return Path(cache_dir) / f"demo-v{GENERATOR_VERSION}-seed{seed}"
+
+
 def ensure_demo(seed: int = DEMO_SEED, cache_dir: str | os.PathLike | None = None) -> Path:
     """Return the root of the default demo dataset for ``seed``, generating it once if needed.
 
@@ -978,9 +986,7 @@ def ensure_demo(seed: int = DEMO_SEED, cache_dir: str | os.PathLike | None = Non
         Where demo datasets are kept; default ``$SPECTRAMIND_CACHE_DIR`` or ``~/.cache/spectramind``.
         The dataset lives in ``<cache_dir>/demo-v<GENERATOR_VERSION>-seed<seed>``.
     """
-    if cache_dir is None:
-        cache_dir = os.environ.get("SPECTRAMIND_CACHE_DIR") or Path.home() / ".cache" / "spectramind"
-    root = Path(cache_dir) / f"demo-v{GENERATOR_VERSION}-seed{seed}"
+    root = demo_path(seed, cache_dir)
     if not (root / "train" / str(DEMO_PLANET_ID)).is_dir():
         make_demo(root, seed=seed, overwrite=True)
     return root

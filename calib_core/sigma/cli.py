@@ -108,6 +108,16 @@ def _stage_file_config(overrides: Sequence[str]) -> TopLevelCalibConfig:
     return cfg
 
 
+def _require_files(cfg: TopLevelCalibConfig) -> TopLevelCalibConfig:
+    """``sigma-calibrate`` reads the files its operator names (it serves no one else): they must exist."""
+    if cfg.validation.require_existing_paths:
+        for name in ("model_path", "wavelengths_path"):
+            value = getattr(cfg, name)
+            if value is not None and not Path(value).expanduser().is_file():
+                raise ConfigError(f"{KEY}.{name}", value, "file does not exist")
+    return cfg
+
+
 def load_config(config_name: str | None, overrides: Sequence[str]) -> TopLevelCalibConfig:
     """The typed ``calib.top_level_calib`` section.
 
@@ -125,12 +135,12 @@ def load_config(config_name: str | None, overrides: Sequence[str]) -> TopLevelCa
         Unknown key, wrong type, value out of range, or a profile without the section.
     """
     if config_name is None:
-        return _stage_file_config(overrides)
+        return _require_files(_stage_file_config(overrides))
     stages = validate_config(compose_config(config_name, overrides)).stages
     if "top_level_calib" not in stages:
         raise ConfigError("--config-name", config_name,
                           "the profile has no calib.top_level_calib section; add top_level_calib to its defaults")
-    return stages["top_level_calib"]
+    return _require_files(stages["top_level_calib"])
 
 
 # ---------------------------------------------------------------------------

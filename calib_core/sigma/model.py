@@ -127,11 +127,12 @@ def load_model(path: str | os.PathLike, n_bins: int = 283) -> SigmaModel:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable JSON model ({exc})") from None
+        # the decoder's message locates the fault; the file's text itself is never quoted
+        raise InputError(path, f"not a readable JSON model ({type(exc).__name__})") from None
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise InputError(path, f"not a sigma-calibration model (expected \"format\": \"{MODEL_FORMAT}\")")
     if data.get("method") not in FIT_METHODS:
-        raise InputError(path, f"unknown method {data.get('method')!r}")
+        raise InputError(path, f"\"method\" must be one of {', '.join(FIT_METHODS)}")
     scale = np.asarray(data.get("scale", []), dtype=np.float64)
     if scale.shape != (n_bins,):
         raise InputError(path, f"model has {scale.size} scales, expected {n_bins} (one per bin)")

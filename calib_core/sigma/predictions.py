@@ -148,7 +148,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, float_precision="round_trip")
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(path, f"not a readable CSV ({str(exc).splitlines()[0]})") from None
+        # pandas' message may quote a line of the file: name the kind of failure only
+        raise InputError(path, f"not a readable CSV ({type(exc).__name__})") from None
 
 
 def _numbered_block(df: pd.DataFrame, prefix: str, n_bins: int, path: Path) -> np.ndarray:

@@ -28,14 +28,20 @@ __all__ = ["DarkStage", "STAGE"]
 
 
 def _load_map_file(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path)
-    if path.suffix == ".parquet":
+    """The map in ``path`` (.npy or .parquet); a file that does not parse is named, its content never shown."""
+    if path.suffix not in (".npy", ".parquet"):
+        raise DataError(f"calib.dark.per_pixel_map.path = {str(path)!r}: unsupported file type (use .npy or .parquet)")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
         return np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
-    raise DataError(f"calib.dark.per_pixel_map.path = {str(path)!r}: unsupported file type (use .npy or .parquet)")
+    except (OSError, ValueError, EOFError, ArithmeticError, TypeError) as exc:
+        # the library's message may quote the file's bytes: say only what kind of failure it was
+        raise DataError(f"calib.dark.per_pixel_map.path = {str(path)!r}: not a readable {path.suffix[1:]} "
+                        f"map ({type(exc).__name__})") from None
 
 
 class _DarkStream(FrameStream):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ...config.base import ConfigError, IOConfig, QualityChecks, StageConfig, opt
 
@@ -91,13 +90,9 @@ class TopLevelCalibConfig(StageConfig):
     split: SplitConfig = opt(SplitConfig, doc="planet splits of sigma-calibrate")
     metric: MetricConfig = opt(MetricConfig, doc="2025 challenge score settings")
 
-    def check(self, prefix: str) -> None:
-        if not self.validation.require_existing_paths:
-            return
-        for name in ("model_path", "wavelengths_path"):
-            value = getattr(self, name)
-            if value is not None and not Path(value).is_file():
-                raise ConfigError(f"{prefix}.{name}", value, "file does not exist")
+    # The files are checked where they are read (calib_core.paths, before any stage runs): confined to the
+    # data root, the run dir or configs/, with one message whether they exist or not.  Checking existence
+    # here, before confinement, would tell which files exist anywhere on the machine.
 
 
 Config = TopLevelCalibConfig
