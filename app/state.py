@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from calib_core.config import ConfigError, compose_config, config_hash, config_to_yaml, validate_config
 from calib_core.config.compose import RESERVED_CALIB_KEYS
+from calib_core.paths import config_files
 from calib_core.plan import invalidated_by, regated_by, schedule
 from calib_core.stages import stage_info
 
@@ -319,9 +320,27 @@ class AppState(param.Parameterized):
             cfg.runtime.from_stage = None
 
     def _replace_cfg(self, cfg: DictConfig, profile: str) -> None:
-        """Adopt a validated profile, pointed at the selected dataset (a listed, hence valid, choice)."""
+        """Adopt a validated profile, pointed at the selected dataset (a listed, hence valid, choice).
+
+        The files it names must lie under the data root, the session's run directory or ``configs/``
+        (:func:`calib_core.paths.config_files`).  Only what the new profile invalidates becomes stale:
+        loading a profile identical to the current one leaves every result current (and the next run
+        finds every stage in the cache).
+
+        Raises
+        ------
+        calib_core.config.ConfigError
+            A file value is refused (the profile is not adopted).
+        """
         self._apply_dataset(cfg)
-        self.param.update(cfg=cfg, profile=profile, stale=list(self.stages_of(cfg)), revision=self.revision + 1)
+        config_files(cfg, self.run_dir)
+        old = self.cfg
+        if old is None or self.result is None:
+            stale = list(self.stages_of(cfg))
+        else:
+            changed = set(invalidated_by(old, cfg, self.run_dir)) | set(regated_by(old, cfg))
+            stale = [s for s in self.stages_of(cfg) if s in changed or s in self.stale]
+        self.param.update(cfg=cfg, profile=profile, stale=stale, revision=self.revision + 1, error="")
 
     @staticmethod
     def stages_of(cfg: DictConfig) -> list[str]:
@@ -364,7 +383,10 @@ class AppState(param.Parameterized):
     @param.depends("dataset", watch=True)
     def _on_dataset(self) -> None:
         """Point the profile at the selected planet (the selector only offers allowed planets)."""
-        self._replace_cfg(copy.deepcopy(self.cfg), self.profile)
+        try:
+            self._replace_cfg(copy.deepcopy(self.cfg), self.profile)
+        except ConfigError as exc:      # a file value that only the new dataset's root puts outside
+            self.report_error(str(exc))
 
     def value(self, key: str) -> Any:
         """The current value of a dotted key (containers as plain Python)."""
@@ -395,10 +417,11 @@ class AppState(param.Parameterized):
         OmegaConf.update(candidate, key, value, merge=False)
         try:
             validate_config(candidate)
+            config_files(candidate, self.run_dir)       # files only under the data root, run dir, configs/
+            changed = set(invalidated_by(self.cfg, candidate, self.run_dir)) | set(regated_by(self.cfg, candidate))
         except ConfigError as exc:
             self.report_error(str(exc))
             return False
-        changed = set(invalidated_by(self.cfg, candidate)) | set(regated_by(self.cfg, candidate))
         stale = [s for s in self.stages if s in self.stale or s in changed]
         self.param.update(cfg=candidate, stale=stale, error="")
         return True

@@ -11,8 +11,8 @@ field                  widget
 ``bool``               :class:`panel.widgets.Checkbox`
 ``choices`` (scalar)   :class:`panel.widgets.Select`
 ``choices`` (list)     :class:`panel.widgets.MultiChoice`
-``int``                :class:`panel.widgets.IntInput` (start/end)
-``float``              :class:`panel.widgets.FloatInput` (start/end)
+``int``                :class:`panel.widgets.IntInput`
+``float``              :class:`panel.widgets.FloatInput`
 ``list``               :class:`panel.widgets.TextInput`, YAML flow list
 ``str``                :class:`panel.widgets.TextInput`
 anything else          :class:`panel.widgets.TextInput`, YAML scalar
@@ -23,7 +23,11 @@ field are parsed as YAML, exactly like a Hydra override on the command line.
 
 Binding: a widget change calls :meth:`spectramind_app.state.AppState.set_key`, which
 validates the whole profile with the engine; a refused value is reverted in
-the widget and the engine's one-line message is shown.  When the profile is
+the widget and the engine's one-line message is shown.  The numeric boxes get no
+``start``/``end`` of their own: the browser would silently clamp or drop an
+out-of-range number before the server sees it, so every value goes to the server,
+which judges it with the schema's bounds (shown in each box's tooltip) and says why
+it refuses one.  When the profile is
 replaced (another profile or an uploaded YAML), :meth:`StageForm.refresh`
 writes the profile's values back into the widgets.
 """
@@ -66,7 +70,9 @@ class FieldSpec:
     choices : tuple or None
         Allowed values.
     start, end : float or None
-        Numeric limits given to the widget (the engine enforces strictness).
+        The schema's numeric limits (``ge``/``gt`` and ``le``/``lt``); the engine enforces them on the server.
+    bounds : str
+        The limits as text, e.g. ``"> 0"`` or ``">= 1 and <= 100000"`` (shown in the tooltip).
     nullable : bool
         Whether ``null`` is allowed.
     """
@@ -79,6 +85,7 @@ class FieldSpec:
     start: float | None = None
     end: float | None = None
     nullable: bool = False
+    bounds: str = ""
 
     @property
     def section(self) -> str:
@@ -146,9 +153,11 @@ def field_specs(schema: type) -> list[FieldSpec]:
         meta = dict(f.metadata)
         low = meta.get("ge") if meta.get("ge") is not None else meta.get("gt")
         high = meta.get("le") if meta.get("le") is not None else meta.get("lt")
+        bounds = " and ".join(f"{op} {meta[name]:g}" for name, op in (("gt", ">"), ("ge", ">="), ("lt", "<"),
+                                                                       ("le", "<=")) if meta.get(name) is not None)
         specs.append(FieldSpec(key=key, kind=_kind(hint, meta, value), doc=meta.get("doc") or "",
                                unit=meta.get("unit") or "", choices=meta.get("choices"), start=low, end=high,
-                               nullable=bool(meta.get("nullable"))))
+                               nullable=bool(meta.get("nullable")), bounds=bounds))
     return specs
 
 
@@ -208,16 +217,16 @@ def _make_widget(spec: FieldSpec, value: Any, css: str) -> pn.widgets.Widget:
     elif spec.kind == "multichoice":
         cls, kwargs["options"], kwargs["value"] = pn.widgets.MultiChoice, list(spec.choices), format_value(spec, value)
     elif spec.kind in ("int", "float"):
+        # no start/end: the browser would stop an out-of-range value unseen; the server refuses it visibly
         cls = pn.widgets.IntInput if spec.kind == "int" else pn.widgets.FloatInput
-        cast = int if spec.kind == "int" else float
-        kwargs = {k: cast(v) for k, v in (("start", spec.start), ("end", spec.end)) if v is not None}
         kwargs["value"] = value
     else:
         cls = pn.widgets.TextInput
         kwargs["value"] = format_value(spec, value)
         kwargs["placeholder"] = "empty = null" if spec.nullable else ("[a, b]" if spec.kind == "list" else "")
-    if spec.doc and "description" in cls.param:
-        kwargs["description"] = spec.doc
+    doc = " ".join(p for p in (spec.doc, f"(allowed: {spec.bounds})" if spec.bounds else "") if p)
+    if doc and "description" in cls.param:
+        kwargs["description"] = doc
     return cls(label=spec.label, css_classes=["cfg-widget", css], sizing_mode="stretch_width", **kwargs)
 
 

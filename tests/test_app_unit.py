@@ -15,6 +15,7 @@ import numpy as np
 import panel as pn
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from spectramind_app.render import LivePlot, plot_layout, render, render_element
 from spectramind_app.state import DEMO_LABEL, AppState, list_datasets
@@ -445,3 +446,77 @@ def test_owned_tempdirs_of_dead_processes_are_swept(tmp_path):
     assert (first / ".owner-pid").read_text() == str(__import__("os").getpid())
     second = owned_tempdir("spectramind-app-session-", tmp_path)
     assert first.is_dir() and second.is_dir() and first != second   # a live owner's directories stay
+
+
+# ---------------------------------------------------------------------------
+# issue 12: confined files, server-side bounds, profiles in any key order, no needless recompute
+# ---------------------------------------------------------------------------
+
+
+def test_file_values_outside_the_roots_are_refused_alike_and_reverted(state, tmp_path):
+    from calib_core.paths import CONFINED
+
+    view = AppView(state)
+    box = view.stage_tabs["top_level_calib"].form.widgets["model_path"]
+    secret = tmp_path / "secret.json"
+    secret.write_text("TOP-SECRET-LINE\n")
+    before = state.export_yaml()
+    for value in ("/etc/passwd", "/nonexistent/model.json", str(secret)):
+        box.value = value
+        assert state.error == f"calib.top_level_calib.model_path = {value!r}: {CONFINED}"
+        assert view.alert.visible and "TOP-SECRET" not in view.alert.object
+        assert box.value == ""                                     # reverted to the profile's null
+    assert state.export_yaml() == before
+    dark = view.stage_tabs["dark"].form.widgets["per_pixel_map.path"]
+    dark.value = "../../etc/passwd"
+    assert CONFINED in state.error and not state.cfg.calib.dark.per_pixel_map.path and dark.value == ""
+    # an uploaded profile naming an outside file is refused with the same line
+    text = before.replace("model_path: null", f"model_path: {secret}")
+    assert not state.load_profile_file("evil.yaml", text.encode())
+    assert f"model_path = '{secret}': {CONFINED}" in state.error
+    assert state.cfg.calib.top_level_calib.model_path is None
+    # inside the data root: accepted (a relative path is taken against the root)
+    maps = state.data_root / "app-maps"
+    maps.mkdir(exist_ok=True)
+    (maps / "model.json").write_text("{}")
+    box.value = "app-maps/model.json"
+    assert state.error == "" and state.cfg.calib.top_level_calib.model_path == "app-maps/model.json"
+
+
+@pytest.mark.parametrize("stage, key, bad, message", [
+    ("phase", "binning.nbins", 0, "calib.phase.binning.nbins = 0: must be >= 1 and <= 100000"),
+    ("cds", "pairing.window_s", -1.0, "calib.cds.pairing.window_s = -1.0: must be > 0"),
+    ("phase", "ephemeris.period_days", -3.0, "calib.phase.ephemeris.period_days = -3.0: must be > 0"),
+])
+def test_out_of_range_numbers_reach_the_server_and_are_refused_with_the_engines_message(state, stage, key, bad,
+                                                                                          message):
+    view = AppView(state)
+    box = view.stage_tabs[stage].form.widgets[key]
+    previous = box.value
+    spec = {s.key: s for s in field_specs(stage_schema(stage))}[key]
+    # the browser widget has no bounds of its own (they would stop the value unseen); the tooltip shows them
+    assert box.start is None and box.end is None and spec.bounds in box.description
+    box.value = bad
+    assert state.error == message and view.alert.visible and message in view.alert.object
+    assert box.value == previous or (previous is None and box.value is None)
+    assert OmegaConf.select(state.cfg, f"calib.{stage}.{key}") == previous
+
+
+def test_identical_or_resorted_profile_recomputes_nothing_and_clears_alerts(ran_state, tmp_path):
+    state, view = ran_state
+    assert state.run() is not None and state.stale == []              # current results (earlier tests edit it)
+    resorted = yaml.safe_dump(yaml.safe_load(state.export_yaml()), sort_keys=True)
+    view.stage_tabs["phase"].form.widgets["binning.nbins"].value = 0
+    assert "must be >= 1" in state.error and view.alert.visible
+    assert state.load_profile_file("resorted.yaml", resorted.encode()), state.error
+    assert state.error == "" and not view.alert.visible            # the alert clears on the next success
+    assert state.stale == []                                        # nothing it changes
+    result = state.run()
+    assert {r.status for r in result.records} == {"cached"}
+    assert state.load_profile_file("again.yaml", state.export_yaml().encode())
+    assert state.stale == []
+    nbins = state.cfg.calib.phase.binning.nbins
+    changed = state.export_yaml().replace(f"nbins: {nbins}", f"nbins: {nbins + 3}")
+    assert changed != state.export_yaml()
+    assert state.load_profile_file("changed.yaml", changed.encode())
+    assert state.stale == state.stages[state.stages.index("phase"):]
