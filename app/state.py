@@ -229,6 +229,18 @@ def list_datasets(data_root: str | Path | None) -> list[Dataset]:
     return datasets
 
 
+def _one_line(exc: BaseException) -> str:
+    """An engine failure as :func:`calib_core.chain.run_chain` words it in ``RunResult.message`` (the same
+    fault reads the same whether the session's run or the shared first run met it)."""
+    from calib_core.stages.base import QCError, StageError
+
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, (QCError, StageError)) or type(exc).__name__ in ("ConfigError", "DataLayoutError",
+                                                                        "RunDirBusy"):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
 @dataclass
 class Progress:
     """Where a running chain is (written by the worker thread, read by the UI)."""
@@ -507,7 +519,7 @@ class AppState(param.Parameterized):
             exc = outcome.error
             self.progress = Progress(self.progress.fraction, f"run #{number} failed")
             self.runs = number
-            self.report_error(f"run failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self.report_error(f"run failed: {_one_line(exc)}")
             return
         result = outcome.result
         self.last_run_seconds = outcome.seconds

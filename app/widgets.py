@@ -13,6 +13,7 @@ field                  widget
 ``choices`` (list)     :class:`panel.widgets.MultiChoice`
 ``int``                :class:`panel.widgets.IntInput`
 ``float``              :class:`panel.widgets.FloatInput`
+``int | None``, ...     :class:`panel.widgets.TextInput`, YAML scalar (empty = null)
 ``list``               :class:`panel.widgets.TextInput`, YAML flow list
 ``str``                :class:`panel.widgets.TextInput`
 anything else          :class:`panel.widgets.TextInput`, YAML scalar
@@ -106,6 +107,9 @@ def _kind(hint: Any, meta: dict, value: Any) -> str:
     if base in (typing.Union, types.UnionType) and len(args) == 1:      # Optional[X] / X | None
         hint = args[0]
         base = typing.get_origin(hint) or hint
+        if base in (int, float) and meta.get("choices") is None:
+            # a number box cannot show null (Bokeh draws NaN once it held a value): a text box, empty = null
+            return "yaml"
     if meta.get("choices") is not None:
         return "multichoice" if base in (list, tuple) or isinstance(value, list) else "choice"
     if base in (bool, int, float):

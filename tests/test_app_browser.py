@@ -327,3 +327,133 @@ def test_two_sessions_keep_separate_state(browser, app_url):
     finally:
         a.context.close()
         b.context.close()
+
+
+# ---------------------------------------------------------------------------
+# issue 12: refused values are visible, files stay confined, profiles in any key order
+# ---------------------------------------------------------------------------
+
+CONFINED = "must be a file under the data root, the run directory or configs/"
+
+
+def status_text(page: Page) -> str:
+    """The run-status line (its text lives in the pane's shadow root)."""
+    return page.locator(".run-status").evaluate("el => el.shadowRoot ? el.shadowRoot.textContent : el.textContent")
+
+
+def test_outside_model_path_is_refused_visibly_and_the_box_reverts(app_page, tmp_path):
+    page = app_page
+    open_tab(page, "top_level_calib")
+    secret = tmp_path / "secret.json"
+    secret.write_text("TOP-SECRET-LINE\n")
+    alert = page.locator(".config-error")
+    box = page.locator(".cfg-top_level_calib-model-path input")
+    for value in ("/etc/passwd", "/nonexistent/model.json", str(secret)):
+        set_input(page, "top_level_calib", "model_path", value)
+        expect(alert).to_contain_text(f"calib.top_level_calib.model_path = '{value}': {CONFINED}")
+        expect(box).to_have_value("")
+        expect(alert).not_to_contain_text("TOP-SECRET")
+        expect(alert).not_to_contain_text("root:")              # nothing of /etc/passwd
+    shot(page, "outside_model_path_refused.png")
+
+
+@pytest.mark.parametrize("stage, key, bad, message", [
+    ("phase", "binning.nbins", "0", "calib.phase.binning.nbins = 0: must be >= 1 and <= 100000"),
+    ("cds", "pairing.window_s", "-1", "calib.cds.pairing.window_s = -1.0: must be > 0"),
+    ("phase", "ephemeris.period_days", "-3", "calib.phase.ephemeris.period_days = -3.0: must be > 0"),
+])
+def test_out_of_range_number_is_refused_visibly_and_the_box_reverts(app_page, stage, key, bad, message):
+    page = app_page
+    open_tab(page, stage)
+    box = page.locator(f".cfg-{stage}-{key.replace('.', '-').replace('_', '-')} input")
+    previous = box.input_value()
+    set_input(page, stage, key, bad)
+    alert = page.locator(".config-error")
+    expect(alert).to_be_visible()
+    expect(alert).to_contain_text(message)
+    expect(box).to_have_value(previous)
+    expect(box).not_to_have_value(re.compile("NaN"))
+    if key == "binning.nbins":
+        shot(page, "nbins_0_refused.png")
+
+
+def test_resorted_identical_profile_is_accepted_and_recomputes_nothing(app_page, tmp_path):
+    page = app_page
+    status = status_text(page)
+    assert re.search(r"run #(\d+)", status), repr(status)
+    number = int(re.search(r"run #(\d+)", status).group(1))
+    click_run(page, number + 1)                                     # results match the profile
+    with page.expect_download() as download:
+        page.locator(".export-yaml button, .export-yaml a").first.click()
+    exported = tmp_path / "exported.yaml"
+    download.value.save_as(exported)
+    resorted = tmp_path / "resorted.yaml"
+    resorted.write_text(yaml.safe_dump(yaml.safe_load(exported.read_text()), sort_keys=True))
+    open_tab(page, "phase")
+    set_input(page, "phase", "binning.nbins", 0)                   # an alert that the next success clears
+    expect(page.locator(".config-error")).to_be_visible()
+    page.locator(".upload-profile input[type=file]").set_input_files(resorted)
+    expect(page.locator(".config-error")).to_be_hidden()
+    open_tab(page, None)
+    expect(page.locator(".summary")).to_contain_text("resorted.yaml")
+    expect(page.locator(".summary")).to_contain_text(config_hash(compose_config(str(exported))))
+    for stage in ("adc", "phase", "top_level_calib"):
+        wait_marker(page, stage, "")                                # nothing is stale
+    click_run(page, number + 2)
+    status = status_text(page)
+    assert "cached" in status and " ran" not in status, status
+
+
+# ---------------------------------------------------------------------------
+# every README command that starts the app, as written (port and data root filled in)
+# ---------------------------------------------------------------------------
+
+import test_app_serve as serving  # noqa: E402  -- the README's start lines and the server process helper
+
+
+@pytest.fixture(scope="module")
+def linked_root(demo_root, tmp_path_factory):
+    """A copy of the small demo data root with a planet directory ``train/777`` that symlinks outside it."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("linked")
+    root = base / "data"
+    shutil.copytree(demo_root, root, symlinks=True)
+    planet = next(p for p in (root / "train").iterdir() if p.is_dir())
+    shutil.copytree(planet, base / "outside" / "777")
+    (root / "train" / "777").symlink_to(base / "outside" / "777", target_is_directory=True)
+    return root
+
+
+@pytest.mark.parametrize("command", serving.readme_app_commands())
+def test_every_readme_command_serves_the_stage_tabs_with_diagnostics(browser, command, linked_root, tmp_path):
+    port = serving.free_port()
+    server = serving.Server(serving.concrete(command, port, linked_root), serving.app_url(command, port),
+                            tmp_path / "server.log")
+    page = None
+    try:
+        server.wait_up()
+        assert serving.listening_addresses(port) == {"127.0.0.1"}, command
+        page, t0 = _goto(browser, server.url)
+        expect(page.locator(".bk-tab").first).to_be_visible(timeout=120_000)
+        expect(page.locator(".run-status")).to_contain_text("run #1 done", timeout=300_000)
+        stages = [str(s) for s in NOMINAL.calib if s not in ("profile", "method")]
+        expect(page.locator(".bk-tab")).to_have_count(len(stages) + 1)
+        # the first visit after the start gets the warm-up run: every stage is served from it
+        status = status_text(page)
+        assert "cached" in status and " ran" not in status, status
+        for stage in WITH_PLOTS:
+            open_tab(page, stage)
+            expect(page.locator(f".gates-{stage} .qc-badge").first).to_be_visible()
+            expect(page.locator(".diag-plot").first).to_be_visible()
+        options = page.locator(".pick-dataset select option").all_inner_texts()
+        if "--data-root" in command:
+            # the planet whose directory symlinks outside the root is not offered
+            assert len(options) == 2 and options[1].startswith("train/") and "777" not in " ".join(options)
+        else:
+            assert options == ["Demo planet (synthetic, with truth)"]
+    finally:
+        if page is not None:
+            page.context.close()
+        log = server.stop()
+    assert "GlobalHydra" not in log and "Traceback" not in log, log

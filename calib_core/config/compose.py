@@ -318,8 +318,9 @@ def _typed_section(schema: type, section: Any, prefix: str) -> Any:
     edit, and the runner again) is answered from a copy of that result.
     """
     key = _section_key(schema, section, prefix)
-    if key is not None and key in _VALIDATED:
-        return copy.deepcopy(_VALIDATED[key])
+    cached = _VALIDATED.get(key) if key is not None else None     # one lookup: another thread may clear it
+    if cached is not None:
+        return copy.deepcopy(cached)
     obj = _merge_and_check(schema, section, prefix)
     if key is not None:
         if len(_VALIDATED) >= _VALIDATED_MAX:
