@@ -205,19 +205,22 @@ class Dataset:
     planet_id: int | None = None
 
 
-def list_datasets(data_root: str | Path | None) -> list[Dataset]:
+def list_datasets(data_root: str | Path | None, refused: list[str] | None = None) -> list[Dataset]:
     """The demo planet plus every planet directory of the Kaggle-layout dataset at ``data_root``.
 
     Parameters
     ----------
     data_root : str or pathlib.Path or None
         The only dataset root the app may read; ``None`` offers the demo planet only.
+    refused : list of str, optional
+        Receives one line per split or planet directory left out because it leads outside the root
+        (a symlink); without it such a directory raises :class:`calib_core.io.DataLayoutError`.
 
     Returns
     -------
     list of Dataset
     """
-    from calib_core.io import list_planets
+    from calib_core.io import DataLayoutError, list_planets
 
     datasets = [Dataset(DEMO_LABEL)]
     if data_root is None:
@@ -225,7 +228,14 @@ def list_datasets(data_root: str | Path | None) -> list[Dataset]:
     root = Path(data_root).expanduser().resolve()
     for split in ("train", "test"):
         if (root / split).is_dir():
-            datasets += [Dataset(f"{split}/{pid}", str(root), split, pid) for pid in list_planets(root, split)]
+            try:
+                ids = list_planets(root, split, refused=refused)
+            except DataLayoutError as exc:
+                if refused is None:
+                    raise
+                refused.append(str(exc))
+                continue
+            datasets += [Dataset(f"{split}/{pid}", str(root), split, pid) for pid in ids]
     return datasets
 
 
@@ -294,7 +304,9 @@ class AppState(param.Parameterized):
                  profile: str = "nominal", **params: Any):
         super().__init__(**params)
         self.data_root = Path(data_root).expanduser().resolve() if data_root is not None else None
-        self.datasets = {d.label: d for d in list_datasets(self.data_root)}
+        #: planets of the root not offered because they lead outside it (shown under the picker)
+        self.refused_planets: list[str] = []
+        self.datasets = {d.label: d for d in list_datasets(self.data_root, self.refused_planets)}
         self.param.dataset.objects = list(self.datasets)
         with param.discard_events(self):
             # started on a data root: open its first planet; otherwise the demo planet

@@ -358,8 +358,13 @@ class AppView(pn.viewable.Viewer):
                                                 sizing_mode="stretch_width", css_classes=["export-yaml"])
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                    css_classes=["config-error"])
+        refused = state.refused_planets
+        self.refused_note = pn.pane.Alert(  # planets of the root that lead outside it: not offered, and why
+            "Not offered: " + "; ".join(html.escape(r) for r in refused) if refused else "", alert_type="warning",
+            visible=bool(refused), sizing_mode="stretch_width", css_classes=["refused-planets"])
         self.sidebar = pn.Column(
-            pn.pane.Markdown("### Data", margin=(0, 10)), self.dataset_select, self.instrument_select,
+            pn.pane.Markdown("### Data", margin=(0, 10)), self.dataset_select, self.refused_note,
+            self.instrument_select,
             pn.pane.Markdown("### Profile", margin=(0, 10)), self.profile_select,
             pn.pane.Markdown("or load an exported profile:", margin=(0, 10)), self.upload,
             pn.pane.Markdown("### Run", margin=(0, 10)), self.run_button, self.rerun_button, self.progress,

@@ -444,12 +444,14 @@ def test_every_readme_command_serves_the_stage_tabs_with_diagnostics(browser, co
         assert "cached" in status and " ran" not in status, status
         for stage in WITH_PLOTS:
             open_tab(page, stage)
-            expect(page.locator(f".gates-{stage} .qc-badge").first).to_be_visible()
-            expect(page.locator(".diag-plot").first).to_be_visible()
+            expect(page.locator(f".gates-{stage} .qc-badge").first).to_be_visible(timeout=30_000)
+            expect(page.locator(f".stage-{stage} .diag-plot, .diag-plot").first).to_be_visible(timeout=30_000)
         options = page.locator(".pick-dataset select option").all_inner_texts()
         if "--data-root" in command:
             # the planet whose directory symlinks outside the root is not offered
             assert len(options) == 2 and options[1].startswith("train/") and "777" not in " ".join(options)
+            expect(page.locator(".refused-planets")).to_contain_text("planet directory resolves outside the "
+                                                                     "dataset root")
         else:
             assert options == ["Demo planet (synthetic, with truth)"]
     finally:

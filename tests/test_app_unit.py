@@ -545,3 +545,27 @@ def test_a_planet_file_linking_outside_the_root_is_refused_without_its_content(d
     assert errors[0] == errors[1]
     assert "train_star_info.csv: star info resolves outside the dataset root" in errors[0]
     assert "TOP-SECRET" not in errors[0]
+
+
+def test_a_planet_directory_linking_outside_is_not_offered_and_the_picker_says_why(demo_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_root, root, symlinks=True)
+    messages = []
+    for target in (demo_root / "train", tmp_path / "gone"):        # an existing and a dangling target
+        link = root / "train" / "777"
+        if link.is_symlink():
+            link.unlink()
+        link.symlink_to(target, target_is_directory=True)
+        s = AppState(data_root=root, work_dir=tmp_path)
+        view = AppView(s)
+        try:
+            assert [d for d in s.datasets if "777" in d] == [] and len(s.datasets) == 2
+            assert view.refused_note.visible and "777" in view.refused_note.object
+            messages.append(s.refused_planets)
+        finally:
+            s.close()
+    assert messages[0] == messages[1] and len(messages[0]) == 1
+    assert "planet directory resolves outside the dataset root" in messages[0][0]
+    assert not AppView(AppState(data_root=demo_root, work_dir=tmp_path)).refused_note.visible

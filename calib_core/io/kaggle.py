@@ -820,17 +820,25 @@ def _split_dir(root: str | Path, split: str) -> Path:
     return split_dir
 
 
-def list_planets(root: str | Path, split: str = "train") -> list[int]:
+def list_planets(root: str | Path, split: str = "train", refused: list[str] | None = None) -> list[int]:
     """Sorted planet ids of ``split`` (the integer-named directories under ``<root>/<split>``).
 
     A planet directory that is a symlink leading outside ``root`` is refused
-    (:class:`DataLayoutError`, the same message whether its target exists or not).
+    (:class:`DataLayoutError`, the same message whether its target exists or not);
+    given a ``refused`` list, such a planet is left out and its message appended instead
+    (a listing for people to pick from, e.g. the app's planet picker).
     """
     split_dir = _split_dir(root, split)
     ids = []
     for p in split_dir.iterdir():
         if p.name.isdigit():
-            _resolves_inside(root, p, "planet directory")
+            try:
+                _resolves_inside(root, p, "planet directory")
+            except DataLayoutError as exc:
+                if refused is None:
+                    raise
+                refused.append(str(exc))
+                continue
             if p.is_dir():
                 ids.append(int(p.name))
     return sorted(ids)
