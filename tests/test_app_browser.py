@@ -426,9 +426,9 @@ def linked_root(demo_root, tmp_path_factory):
 
 
 @pytest.mark.parametrize("command", serving.readme_app_commands())
-def test_every_readme_command_serves_the_stage_tabs_with_diagnostics(browser, command, linked_root, tmp_path):
+def test_every_readme_command_serves_the_stage_tabs_with_diagnostics(browser, command, demo_root, tmp_path):
     port = serving.free_port()
-    server = serving.Server(serving.concrete(command, port, linked_root), serving.app_url(command, port),
+    server = serving.Server(serving.concrete(command, port, demo_root), serving.app_url(command, port),
                             tmp_path / "server.log")
     page = None
     try:
@@ -448,10 +448,7 @@ def test_every_readme_command_serves_the_stage_tabs_with_diagnostics(browser, co
             expect(page.locator(f".stage-{stage} .diag-plot, .diag-plot").first).to_be_visible(timeout=30_000)
         options = page.locator(".pick-dataset select option").all_inner_texts()
         if "--data-root" in command:
-            # the planet whose directory symlinks outside the root is not offered
-            assert len(options) == 2 and options[1].startswith("train/") and "777" not in " ".join(options)
-            expect(page.locator(".refused-planets")).to_contain_text("planet directory resolves outside the "
-                                                                     "dataset root")
+            assert len(options) == 2 and options[1].startswith("train/")
         else:
             assert options == ["Demo planet (synthetic, with truth)"]
     finally:
@@ -459,3 +456,28 @@ def test_every_readme_command_serves_the_stage_tabs_with_diagnostics(browser, co
             page.context.close()
         log = server.stop()
     assert "GlobalHydra" not in log and "Traceback" not in log, log
+
+
+def test_a_planet_linking_outside_the_data_root_is_not_offered_and_the_refusal_is_visible(browser, linked_root,
+                                                                                          tmp_path):
+    port = serving.free_port()
+    server = serving.Server([str(Path(sys.executable).with_name("spectramind")), "app", "--port", str(port),
+                             "--data-root", str(linked_root), "--no-show"], f"http://127.0.0.1:{port}/app",
+                            tmp_path / "server.log")
+    page = None
+    try:
+        server.wait_up()
+        page, _ = _goto(browser, server.url)
+        expect(page.locator(".bk-tab").first).to_be_visible(timeout=120_000)
+        options = page.locator(".pick-dataset select option").all_inner_texts()
+        assert len(options) == 2 and options[1].startswith("train/") and "777" not in " ".join(options)
+        note = page.locator(".refused-planets")
+        expect(note).to_contain_text("train/777: planet directory resolves outside the dataset root")
+        # the engine refuses a dataset holding such a link (issue 11): the run says so, visibly
+        expect(page.locator(".run-status")).to_contain_text("run #1", timeout=300_000)
+        expect(page.locator(".config-error")).to_contain_text("planet directory resolves outside the dataset root")
+        shot(page, "symlinked_planet_refused.png")
+    finally:
+        if page is not None:
+            page.context.close()
+        server.stop()
