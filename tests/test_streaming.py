@@ -21,12 +21,15 @@ from calib_core.stages import QCError
 from calib_core.stages.base import FrameStream
 
 STREAM = [f"calib.{s}.cache.write_intermediate=false" for s in ("adc", "dark", "flat")]
+#: every detector plane stored in calib/ (nominal keeps none: ADC -> flat stream, CDS planes are released)
+STORED = [f"calib.{s}.cache.write_intermediate=true" for s in ("adc", "dark", "flat", "cds")]
 DETECTOR_ONLY = ["calib.trace.enabled=false", "calib.phase.enabled=false", "calib.depths.enabled=false",
                  "calib.top_level_calib.enabled=false"]
 
 
 def _run(root, run_dir, *overrides, profile="calib/nominal"):
-    return run_chain(compose_config(profile, [f"data.root={root}", f"run_dir={run_dir}", *overrides]))
+    """A run with every plane stored unless ``overrides`` say otherwise (later overrides win)."""
+    return run_chain(compose_config(profile, [f"data.root={root}", f"run_dir={run_dir}", *STORED, *overrides]))
 
 
 def _metrics_without_times(rec):
