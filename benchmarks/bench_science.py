@@ -185,8 +185,11 @@ def _report(ours: dict, floor: dict, ref: dict, scale: dict, frames: dict) -> No
           + (f"{max(r['peak_rss_mb'] for r in ref.values()) / 1024:>15.2f}" if ref else f"{'-':>15}"))
     print(f"{'bytes written (GB)':<26}{ours['written_gb']:>10.2f}")
     print(f"{'run directory (MB)':<26}{ours['run_dir_mb']:>10.1f}")
-    print(f"{'CPU user+sys (s)':<26}{ours['cpu']:>10.2f}")
-    print("\ntargets:")
+    ref_cpu = sum(sum(v for k, v in r["cpu"].items() if k != "load") * scale[i] for i, r in ref.items()) if ref \
+        else None
+    print(f"{'CPU user+sys (s)':<26}{ours['cpu']:>10.2f}{_s(ref_cpu):>15}{'':>11}{_ratio(ours['cpu'], ref_cpu):>10}"
+          "   (steadier than wall on a shared machine; ours: whole process, reference: the steps)")
+    print("\ntargets (wall measured sequentially: on a shared machine compare the CPU ratio too):")
     wall_ok = ref_total is not None and ours["wall"] <= TARGET_WALL_RATIO * ref_total
     print(f"  wall <= {TARGET_WALL_RATIO:.2f}x reference steps: "
           + ("not measured (--no-reference)" if ref_total is None else
