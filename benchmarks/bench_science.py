@@ -163,7 +163,7 @@ def _report(ours: dict, floor: dict, ref: dict, scale: dict, frames: dict) -> No
             totals["load"] += r_load
         print(f"{inst + ' detector stages':<26}{detector:>10.2f}{_s(r_steps):>15}{fl:>11.2f}"
               f"{_ratio(detector, r_steps):>10}{_ratio(detector, fl):>12}"
-              + ("   (ADC->dark->flat streamed into CDS: counted in CDS)"))
+              + ("   (ADC->dark->flat streamed into CDS: counted in CDS)" if st.get("adc") == 0 else ""))
         for name, sec in st.items():
             if name not in ("adc", "dark", "flat", "cds"):
                 print(f"{'  ' + name:<26}{sec:>10.2f}{'-':>15}{'-':>11}")
