@@ -126,7 +126,7 @@ def test_free_degree_covers_the_trace_trend():
 
 def _visit(seed: int, n_airs: int, n_fgs: int, flux_scale: float) -> dict:
     """Photometry series of one visit (demo-like star times ``flux_scale``, drift, jitter) with its truth."""
-    from calib_core.transit import simulate_series
+    from oracles.series import simulate_series
     from test_stage_trace import FakePlanet
 
     from calib_core.transit import transit_durations

@@ -26,7 +26,8 @@ from calib_core.stages.trace.continuum import fit_continuum
 from calib_core.stages.trace.masks import flag_outliers
 from calib_core.stages.trace.normalise import TraceResult, normalise_trace
 from stagectx import Setting
-from calib_core.transit import Geometry, light_curve, simulate_series
+from calib_core.transit import Geometry, light_curve
+from oracles.series import simulate_series
 
 INSTRUMENTS = ("FGS1", "AIRS-CH0")
 
@@ -359,3 +360,22 @@ def test_light_curve_helper_matches_the_simulated_transit(visit):
     s, g = visit["series"]["FGS1"], visit["geometry"]
     model = light_curve(s["time_s"] / 3600, g, visit["depth"][:1], visit["u1"][:1], visit["u2"][:1])
     np.testing.assert_allclose(model, s["transit"])
+
+
+def test_a_white_light_without_a_locatable_transit_is_a_named_data_error():
+    """Too few usable samples, samples bunched in time or no positive level: DataError, not numpy/scipy errors."""
+    from calib_core.stages.errors import DataError, StageError
+    from calib_core.transit import estimate_transit
+
+    time_h = np.linspace(0.0, 7.5, 500)
+    flux, weight = np.ones(500), np.zeros(500)
+    weight[:5] = 1.0
+    with pytest.raises(DataError, match="has 5 usable samples of 500; at least 12"):
+        estimate_transit(time_h, flux, weight)
+    weight[:] = 0.0
+    weight[100:110] = weight[400:410] = 1.0
+    with pytest.raises(DataError, match=r"20 usable samples fall in 2 occupied time bins; at least 5"):
+        estimate_transit(time_h, flux, weight)
+    with pytest.raises(DataError, match=r"median level 0\.0 of its usable samples; expected a positive") as err:
+        estimate_transit(time_h, np.zeros(500), np.ones(500))
+    assert str(StageError.wrap("trace", "FGS1", err.value)).startswith("trace/FGS1: white-light curve: median level")
