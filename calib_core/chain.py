@@ -85,7 +85,7 @@ class RunResult:
     config_hash: str
     records: list[StageRecord]
     message: str = ""
-    planet: Any = None                            #: the :class:`calib_core.io.kaggle.Planet` that was run
+    planet: Any = None                            #: the :class:`calib_core.io.planet.Planet` that was run
     validated: ValidatedConfig | None = None
 
     def record(self, stage: str, instrument: str | None = None) -> StageRecord | None:

@@ -257,7 +257,7 @@ def _check_make_demo_args(args: argparse.Namespace) -> None:
     """One ConfigError line naming the option for every argument make_demo would refuse."""
     from .config import ConfigError
     from .io.demo import DEFAULT_N_PAIRS
-    from .io.kaggle import FULL_FRAMES
+    from .io.layout import FULL_FRAMES
 
     if args.seed < 0:
         raise ConfigError("--seed", args.seed, "must be >= 0")

@@ -65,7 +65,8 @@ def truth_noise_limit(root: str | os.PathLike, planet_id: int) -> dict[str, np.n
         out-of-transit CDS sample of the channel.
     """
     from .io.demo import airs_column_targets, load_truth
-    from .io.kaggle import AIRS_CROP, open_planet
+    from .io.layout import AIRS_CROP
+    from .io.planet import open_planet
 
     truth = load_truth(root, planet_id)
     planet = open_planet(root, planet_id, split=truth.get("split", "train"))

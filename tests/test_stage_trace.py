@@ -38,7 +38,7 @@ INSTRUMENTS = ("FGS1", "AIRS-CH0")
 
 
 class FakePlanet:
-    """The part of :class:`calib_core.io.kaggle.Planet` the series stages use."""
+    """The part of :class:`calib_core.io.planet.Planet` the series stages use."""
 
     def __init__(self, star_info: dict | None, labels: np.ndarray | None, wavelengths: np.ndarray):
         self._info, self._labels, self._wl = star_info, labels, wavelengths

@@ -1,7 +1,7 @@
 """Synthetic Ariel planet in the exact 2025 Kaggle layout, with its ground truth.
 
 :func:`make_demo` writes one planet (FGS1 and AIRS-CH0 raw reads, calibration
-maps, ``axis_info.parquet``, CSV metadata) that :mod:`calib_core.io.kaggle`
+maps, ``axis_info.parquet``, CSV metadata) that :mod:`calib_core.io`
 reads like real data, plus everything that was injected under
 ``<out>/truth/<planet_id>/``.  Magnitudes follow ``ariel_data.md`` section 4
 and the recipe of section 7.
@@ -68,8 +68,8 @@ from scipy.interpolate import PchipInterpolator
 from scipy.special import ndtr
 
 from ..store import atomic_write_text
-from .kaggle import (AIRS_CROP, FRAME_SHAPE, FULL_FRAMES, INSTRUMENTS, N_LINEAR_COEFFS, N_TARGETS, DataLayoutError,
-                     _parse_planet_id, _read_csv)
+from .csv_tables import parse_planet_id, read_csv
+from .layout import AIRS_CROP, FRAME_SHAPE, FULL_FRAMES, INSTRUMENTS, N_LINEAR_COEFFS, N_TARGETS, DataLayoutError
 
 __all__ = [
     "DEMO_PLANET_ID",
@@ -777,7 +777,7 @@ def _same_table(new: Path, old: Path) -> bool:
 
 def _same_csv(new: Path, old: Path) -> bool:
     """Two single-table CSVs have the same header and numerically equal rows."""
-    (h1, r1), (h2, r2) = _read_csv(new), _read_csv(old)
+    (h1, r1), (h2, r2) = read_csv(new), read_csv(old)
     if h1 != h2 or len(r1) != len(r2):
         return False
     try:
@@ -822,19 +822,19 @@ def _shared_file_plan(tmp: Path, out: Path, others: list[str]) -> list[str]:
 
 def _merged_rows(tmp: Path, out: Path, name: str, planet_id: int, overwrite: bool) -> str:
     """Text of dataset CSV ``name``: the existing rows of other planets plus the new planet's row."""
-    header, new_rows = _read_csv(tmp / name)
+    header, new_rows = read_csv(tmp / name)
     old_path = out / name
     if not os.path.lexists(old_path):
         rows = new_rows
     else:
-        old_header, old_rows = _read_csv(old_path)          # a corrupt file is refused, never rewritten
+        old_header, old_rows = read_csv(old_path)          # a corrupt file is refused, never rewritten
         if old_header != header:
             raise DataLayoutError(f"{old_path}: columns {old_header[:4]}... differ from the demo's "
                                   f"{header[:4]}...; expected the Kaggle columns (nothing was written)")
         idx = header.index("planet_id")
         keep = []
         for row in old_rows:
-            if _parse_planet_id(old_path, row, idx) == planet_id:
+            if parse_planet_id(old_path, row, idx) == planet_id:
                 if not overwrite:
                     raise DataLayoutError(f"{old_path}: line {row.line} already holds planet_id {planet_id}; "
                                           f"expected no row for a new planet (pass overwrite=True, "

@@ -75,8 +75,6 @@ def profiled_statistics(curves: Curves, design: np.ndarray, e: np.ndarray,
 
 #: ``(1 - u1 - u2, u1, u2) = _LD_ORIGIN + _LD_AXES @ (u1, u2)``: the direction of the law, up to its norm
 _LD_ORIGIN = np.array([1.0, 0.0, 0.0])
-
-
 _LD_AXES = np.array([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
 
 
