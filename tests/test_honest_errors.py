@@ -198,8 +198,8 @@ def test_honest_errors_in_small_regimes(tmp_path, regime, n_airs, n_fgs, flux_sc
 def test_nominal_profile_on_a_faint_sparse_demo_planet(tmp_path):
     """Honest errors, and the data-derived noise limit agrees with the one computed from the truth."""
     from calib_core import compose_config, make_demo, run_chain
-    from calib_core.io.demo import DEMO_PLANET_ID
-    from calib_core.noise_limit import truth_noise_limit
+    from calib_core.sim import DEMO_PLANET_ID
+    from calib_core.sim.noise_limit import truth_noise_limit
 
     root = make_demo(tmp_path / "data", seed=5, n_pairs=120, flux_scale=0.1)
     result = run_chain(compose_config("calib/nominal", [f"data.root={root}", f"run_dir={tmp_path / 'run'}"]))

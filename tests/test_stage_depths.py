@@ -265,7 +265,7 @@ def test_alternative_settings_stay_honest(chains, tmp_path, changes):
 
 @pytest.fixture(scope="module")
 def demo_150(tmp_path_factory):
-    from calib_core.io.demo import make_demo
+    from calib_core.sim import make_demo
 
     return make_demo(tmp_path_factory.mktemp("depths_demo") / "data", seed=3, n_pairs=150)
 
@@ -275,7 +275,7 @@ def demo_150(tmp_path_factory):
 def test_end_to_end_on_demo_planets(which, request, tmp_path):
     from calib_core.chain import run_chain
     from calib_core.config import compose_config
-    from calib_core.io.demo import DEMO_PLANET_ID, load_truth
+    from calib_core.sim import DEMO_PLANET_ID, load_truth
 
     root = request.getfixturevalue(which)
     cfg = compose_config("calib/nominal", [f"data.root={root}", f"run_dir={tmp_path / 'run'}"])

@@ -21,10 +21,9 @@ confinement, :class:`DataLayoutError`), :mod:`.csv_tables` (the CSV tables),
 :mod:`.parquet_frames` (signal frames, calibration and axis tables),
 :mod:`.planet` (:class:`Planet`: one visit assembled from them) and
 :mod:`.validate` (every input of a visit checked before a run).  The demo
-planet that writes this layout is :mod:`calib_core.io.demo`.
+planet that writes this layout is made by :mod:`calib_core.sim`.
 """
 
-from .demo import DEMO_PLANET_ID, DEMO_SEED, ensure_demo, expected_cds, load_truth, make_demo
 from .layout import AIRS_CROP, FRAME_SHAPE, FULL_FRAMES, INSTRUMENTS, N_TARGETS, DataLayoutError, list_planets
 from .planet import CalibrationMaps, FrameAxis, Planet, open_planet
 
@@ -40,10 +39,4 @@ __all__ = [
     "Planet",
     "list_planets",
     "open_planet",
-    "DEMO_PLANET_ID",
-    "DEMO_SEED",
-    "ensure_demo",
-    "expected_cds",
-    "load_truth",
-    "make_demo",
 ]

@@ -23,7 +23,7 @@ least squares, and refines ``k`` in the basis.  The identity is exact to
 rounding (tested against batman).
 
 This is the engine's one batman wrapper: the stages compute transits only through it.  The demo
-simulator (:mod:`calib_core.io.demo`) calls batman on its own on purpose: it is the truth the
+simulator (:mod:`calib_core.sim.transit`) calls batman on its own on purpose: it is the truth the
 stages are tested against, so it must not share their code.
 """
 

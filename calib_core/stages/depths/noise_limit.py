@@ -18,7 +18,7 @@ costs.
 :func:`depth_noise_limit` is evaluated on the stage's own light curves
 (:func:`channel_noise_limit`: the per-sample variances carried through the
 chain and the fitted transit model: a limit computed from the data, available
-for real planets); :func:`calib_core.noise_limit.truth_noise_limit` evaluates it
+for real planets); :func:`calib_core.sim.noise_limit.truth_noise_limit` evaluates it
 on a demo planet's ground truth to validate it.
 """
 

@@ -13,7 +13,11 @@ import os
 
 import numpy as np
 
-from .stages.depths.noise_limit import depth_noise_limit
+from ..io.layout import AIRS_CROP
+from ..io.planet import open_planet
+from ..stages.depths.noise_limit import depth_noise_limit
+from .settings import airs_column_targets
+from .truth import load_truth
 
 __all__ = ["truth_noise_limit"]
 
@@ -53,7 +57,7 @@ def truth_noise_limit(root: str | os.PathLike, planet_id: int) -> dict[str, np.n
     Parameters
     ----------
     root : str or os.PathLike
-        Demo dataset root (:func:`calib_core.io.demo.make_demo`).
+        Demo dataset root (:func:`calib_core.sim.make_demo`).
     planet_id : int
         Demo planet id.
 
@@ -64,10 +68,6 @@ def truth_noise_limit(root: str | os.PathLike, planet_id: int) -> dict[str, np.n
         ascending), and ``frame_rel_sigma`` (283,): the relative 1-sigma of one
         out-of-transit CDS sample of the channel.
     """
-    from .io.demo import airs_column_targets, load_truth
-    from .io.layout import AIRS_CROP
-    from .io.planet import open_planet
-
     truth = load_truth(root, planet_id)
     planet = open_planet(root, planet_id, split=truth.get("split", "train"))
     depth = np.asarray(truth["depth"], np.float64)
