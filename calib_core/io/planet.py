@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..prefetch import prefetched
-from .csv_tables import column_index, planet_row, read_csv, target_vector, to_float
+from .csv_tables import CsvRow, column_index, planet_row, read_csv, target_vector, to_float
 from .layout import (ADC_FILE_2025, AXIS_FILE, CALIBRATION_NAMES, FGS_READ_EXPTIME_S, FRAME_SHAPE, N_LINEAR_COEFFS,
                      N_TARGETS, WAVELENGTH_FILE, DataLayoutError, as_planet_id, check_instrument, detect_year,
                      exc_text, list_planets, require_file, resolves_inside)
@@ -375,6 +375,14 @@ class Planet:
         offset = to_float(path, offset_col, row[column_index(path, header, offset_col)])
         return gain, offset
 
+    def _own_row(self, path: Path) -> tuple[list[str], CsvRow, str] | None:
+        """Header and this planet's row of a per-planet CSV, with the ``where`` of its messages (None: no row)."""
+        header, rows = read_csv(path)
+        row = planet_row(path, header, rows, self.planet_id)
+        if row is None:
+            return None
+        return header, row, f"planet_id {self.planet_id} (line {row.line}): "
+
     def _star_info_file(self) -> Path:
         return self._inside(self.root / f"{self.split}_star_info.csv", "star info")
 
@@ -396,13 +404,10 @@ class Planet:
             train-set range of ``ariel_data.md`` is logged as a warning.
         """
         path = self._star_info_file()
-        if not path.is_file():
+        found = self._own_row(path) if path.is_file() else None
+        if found is None:
             return None
-        header, rows = read_csv(path)
-        row = planet_row(path, header, rows, self.planet_id)
-        if row is None:
-            return None
-        where = f"planet_id {self.planet_id} (line {row.line}): "
+        header, row, where = found
         info = {k: to_float(path, k, row[column_index(path, header, k)], where) for k in _STAR_INFO_KEYS}
         for key, value in info.items():
             lo, lo_incl, hi, hi_incl, unit, train_lo, train_hi = STAR_INFO_BOUNDS[key]
@@ -429,13 +434,10 @@ class Planet:
         Values must be finite and in [0, 1).
         """
         path = self._labels_file()
-        if self.split != "train" or path is None:
+        found = self._own_row(path) if self.split == "train" and path is not None else None
+        if found is None:
             return None
-        header, rows = read_csv(path)
-        row = planet_row(path, header, rows, self.planet_id)
-        if row is None:
-            return None
-        where = f"planet_id {self.planet_id} (line {row.line}): "
+        header, row, where = found
         values = target_vector(path, header, row, where)
         bad = np.flatnonzero(~((values >= 0) & (values < 1)))
         if bad.size:
