@@ -12,8 +12,9 @@ The small public API::
 
 Stages live in :mod:`calib_core.stages` (one package each), the data layer in
 :mod:`calib_core.io`, the demo simulator in :mod:`calib_core.sim`, sigma calibration in
-:mod:`calib_core.sigma`; the layers are drawn in ``configs/calib/architecture.md``.  Importing the package imports nothing
-else: each name is loaded on first use, so composing a profile pulls in no numerics.
+:mod:`calib_core.sigma`; the layers are drawn in ``configs/calib/architecture.md``.  Importing
+the package imports nothing else: each name is loaded on first use, so composing a profile
+pulls in no numerics.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ __all__ = ["DEMO_PLANET_ID", "DEMO_SEED", "DEFAULT_N_PAIRS", "GENERATOR_VERSION"
 
 DEMO_PLANET_ID = 1100001
 DEMO_SEED = 0
-DEFAULT_N_PAIRS = 1250  # per instrument: one pair every 21.6 s over the 7.5 h visit (>= 3 samples per bin at 400 phase bins)
+#: per instrument: one pair every 21.6 s over the 7.5 h visit (>= 3 samples per bin at 400 phase bins)
+DEFAULT_N_PAIRS = 1250
 GENERATOR_VERSION = 2
 
 OBSERVATION_S = 27000.0  # visit length in seconds (7.5 h)

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..io.layout import N_TARGETS
-from .settings import ADC_GAIN, ADC_OFFSET, FIRST_READ_EXPTIME_S, SIMS, airs_wavelengths, pair_times_s, target_wavelengths
+from .settings import (ADC_GAIN, ADC_OFFSET, FIRST_READ_EXPTIME_S, SIMS, airs_wavelengths, pair_times_s,
+                       target_wavelengths)
 
 __all__ = ["write_calibration", "write_metadata", "write_shared"]
 
