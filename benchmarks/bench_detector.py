@@ -288,7 +288,7 @@ def _available_bytes() -> float:
 def _resolve_root(args: argparse.Namespace) -> tuple[str, int | None]:
     if args.root:
         return args.root, args.planet_id
-    from calib_core.io import DEMO_PLANET_ID, make_demo
+    from calib_core.sim import DEMO_PLANET_ID, make_demo
 
     data = Path(args.data).expanduser()
     if not (data / "train" / str(DEMO_PLANET_ID)).is_dir():
