@@ -29,6 +29,16 @@ def test_validating_a_profile_imports_no_numerics():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_calibration_run_imports_no_pandas(demo_root, tmp_path):
+    """pandas is the sigma tools' dependency; a run's start-up does not pay its ~0.7 s import."""
+    code = ("import sys\nfrom calib_core import compose_config, run_chain\n"
+            f"cfg = compose_config('calib/nominal', ['data.root={demo_root}', 'run_dir={tmp_path / 'run'}'])\n"
+            "assert run_chain(cfg).status == 'ok'\n"
+            "print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_the_engine_never_imports_the_app():
     for path in (ROOT / "calib_core").rglob("*.py"):
         tree = ast.parse(path.read_text())

@@ -24,6 +24,17 @@ __all__ = ["SignalLayout", "signal_layout", "iter_row_batches", "batch_pixels", 
 MIN_BATCH_FRAMES = 2048
 
 
+def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """The whole table (or ``columns``) of one parquet file.
+
+    ``pq.ParquetFile.read`` rather than ``pq.read_table``: the latter goes
+    through ``pyarrow.dataset``, whose import pulls in pandas (~0.7 s of every
+    run's start-up for a few small calibration maps).
+    """
+    with pq.ParquetFile(path) as pf:
+        return pf.read(columns=columns)
+
+
 def leading_values(path: Path, name: str, values: np.ndarray) -> np.ndarray:
     """The values of a NaN-padded ``axis_info`` column: NaN is allowed only after the last value."""
     nan = np.isnan(values)
@@ -38,6 +49,18 @@ def leading_values(path: Path, name: str, values: np.ndarray) -> np.ndarray:
         raise DataLayoutError(f"{path}: column {name!r} has a NaN at row {int(holes[0])} before its last value "
                               f"(row {n - 1}); expected NaN only as padding after the last value")
     return values[:n]
+
+
+def table_matrix(table: pa.Table, value_type: pa.DataType) -> np.ndarray:
+    """The (rows, columns) values of a small all-numeric or all-bool table, cast to ``value_type``.
+
+    Through an Arrow tensor: ``ChunkedArray.to_numpy`` imports pandas (~0.7 s of start-up).
+    """
+    schema = pa.schema([pa.field(name, value_type) for name in table.column_names])
+    batches = table.cast(schema, safe=False).combine_chunks().to_batches()
+    if not batches or table.num_columns == 0:
+        return np.empty((table.num_rows, table.num_columns), np.float64)
+    return np.asarray(batches[0].to_tensor(row_major=True))
 
 
 def table_to_array(path: Path, table: pa.Table, n_rows: int, n_cols: int, kind: str) -> np.ndarray:
@@ -63,15 +86,15 @@ def table_to_array(path: Path, table: pa.Table, n_rows: int, n_cols: int, kind: 
         raise DataLayoutError(f"{path}: expected no null values, found nulls")
     if kind == "bool":
         if all(pa.types.is_boolean(t) for t in types):
-            return np.column_stack([c.to_numpy() for c in table.columns]).astype(bool)
+            return table_matrix(table, pa.uint8()).astype(bool)
         if all(pa.types.is_integer(t) for t in types):
-            arr = np.column_stack([c.to_numpy() for c in table.columns])
+            arr = table_matrix(table, pa.int64())
             if np.isin(arr, (0, 1)).all():
                 return arr.astype(bool)
         raise DataLayoutError(f"{path}: expected bool columns, found {sorted(map(str, types))}")
     if not all(pa.types.is_floating(t) or pa.types.is_integer(t) for t in types):
         raise DataLayoutError(f"{path}: expected numeric (float64) columns, found {sorted(map(str, types))}")
-    return np.column_stack([c.to_numpy() for c in table.columns]).astype(np.float64)
+    return table_matrix(table, pa.float64())
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from .csv_tables import CsvRow, column_index, planet_row, read_csv, target_vecto
 from .layout import (ADC_FILE_2025, AXIS_FILE, CALIBRATION_NAMES, FGS_READ_EXPTIME_S, FRAME_SHAPE, N_LINEAR_COEFFS,
                      N_TARGETS, WAVELENGTH_FILE, DataLayoutError, as_planet_id, check_instrument, detect_year,
                      exc_text, list_planets, require_file, resolves_inside)
-from .parquet_frames import (MIN_BATCH_FRAMES, batch_pixels, iter_row_batches, leading_values, signal_layout,
-                             table_to_array)
+from .parquet_frames import (MIN_BATCH_FRAMES, batch_pixels, iter_row_batches, leading_values, read_parquet,
+                             signal_layout, table_matrix, table_to_array)
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class Planet:
         for name, path in paths.items():
             n_rows = N_LINEAR_COEFFS * height if name == "linear_corr" else height
             try:
-                table = pq.read_table(path)
+                table = read_parquet(path)
             except (pa.ArrowException, OSError, ValueError) as exc:
                 raise DataLayoutError(f"{path}: not a readable parquet file ({exc_text(exc)}); "
                                       f"expected an intact parquet file") from None
@@ -278,13 +278,13 @@ class Planet:
             if not (pa.types.is_floating(ftype) or pa.types.is_integer(ftype)):
                 raise DataLayoutError(f"{path}: column {col!r} has type {ftype}; expected float64 values")
         try:
-            table = pq.read_table(path, columns=columns)
+            table = read_parquet(path, columns=columns)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DataLayoutError(f"{path}: not a readable parquet file ({exc_text(exc)}); "
                                   f"expected an intact parquet file") from None
         out = {}
         for col in columns:
-            values = table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
+            values = table_matrix(table.select([col]), pa.float64())[:, 0]
             out[col] = leading_values(path, col, values)
         return out
 

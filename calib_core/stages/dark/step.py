@@ -31,9 +31,9 @@ def _load_map_file(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         return np.load(path)
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from ...io.parquet_frames import read_parquet
 
-        table = pq.read_table(path)
+        table = read_parquet(path)
         return np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
     raise DataError(f"calib.dark.per_pixel_map.path = {str(path)!r}: unsupported file type (use .npy or .parquet)")
 
