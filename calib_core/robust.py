@@ -29,7 +29,6 @@ __all__ = [
     "median_of",
     "sigma_clip",
     "sigma_clip_stats",
-    "sigma_clip_stats_numpy",
     "stack_median",
     "window_medians",
 ]
@@ -49,16 +48,11 @@ class ClippedStats:
     kept: np.ndarray        #: bool, same shape as the input: value survived the clipping
 
 
-def _take(sorted_vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    idx = np.clip(idx, 0, sorted_vals.shape[-1] - 1)
-    return np.take_along_axis(sorted_vals, idx[..., None], axis=-1)[..., 0]
-
-
 def sigma_clip_stats(values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 10) -> ClippedStats:
     """Sigma-clipped median, mean, std and count along the last axis (a compiled kernel, row by row).
 
     Computes, with the same floating-point operations in the same order, what
-    :func:`sigma_clip_stats_numpy` states for all rows at once (tested equal,
+    ``tests/oracles/robust.py:sigma_clip_stats_numpy`` states for all rows at once (tested equal,
     bit for bit): each row is sorted once, its centred prefix sums give the
     mean and std of any contiguous run, and the clipping moves two indices.
     A row that stopped changing stops iterating (the NumPy form iterates until
@@ -169,68 +163,6 @@ def _clip_rows(rows, sigma, maxiters, med_out, mean_out, std_out, cnt_out, kept_
             order = np.argsort(row)
             for j in range(lo, hi):
                 kept_out[r, order[j]] = True
-
-
-def sigma_clip_stats_numpy(values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 10) -> ClippedStats:
-    """Sigma-clipped median, mean, std and count along the last axis, every row at once in NumPy.
-
-    The statement :func:`sigma_clip_stats` (compiled) must reproduce bit for bit.
-
-    Parameters
-    ----------
-    values : ndarray, shape (..., m)
-        Samples; NaN marks unusable entries.
-    sigma : float
-        Clipping threshold in units of the standard deviation (both sides).
-    maxiters : int
-        Maximum number of clipping iterations (>= 0).
-
-    Returns
-    -------
-    ClippedStats
-        Same semantics as ``astropy.stats.sigma_clipped_stats`` with
-        ``cenfunc="median", stdfunc="std"`` applied independently to every row.
-    """
-    values = np.asarray(values, np.float64)
-    order = np.argsort(values, axis=-1)            # NaNs sort last
-    srt = np.take_along_axis(values, order, axis=-1)
-    n_valid = np.count_nonzero(np.isfinite(srt), axis=-1)
-    shift = _take(srt, np.maximum(n_valid - 1, 0) // 2)   # centring for stable sums
-    centred = np.where(np.isfinite(srt), srt - shift[..., None], 0.0)
-    zeros = np.zeros(srt.shape[:-1] + (1,))
-    csum = np.concatenate([zeros, np.cumsum(centred, axis=-1)], axis=-1)
-    csq = np.concatenate([zeros, np.cumsum(centred * centred, axis=-1)], axis=-1)
-    lo = np.zeros_like(n_valid)
-    hi = n_valid.copy()
-
-    def stats(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, ...]:
-        cnt = hi - lo
-        safe = np.maximum(cnt, 1)
-        med = 0.5 * (_take(srt, lo + (safe - 1) // 2) + _take(srt, lo + safe // 2))
-        s1 = _take(csum, hi) - _take(csum, lo)
-        s2 = _take(csq, hi) - _take(csq, lo)
-        mean_c = s1 / safe
-        std = np.sqrt(np.maximum(s2 / safe - mean_c * mean_c, 0.0))
-        return med, mean_c + shift, std, cnt
-
-    for _ in range(maxiters):
-        med, _mean, std, cnt = stats(lo, hi)
-        lower = (med - sigma * std)[..., None]
-        upper = (med + sigma * std)[..., None]
-        new_lo = np.maximum(lo, np.count_nonzero(srt < lower, axis=-1))
-        new_hi = np.minimum(hi, np.count_nonzero(srt <= upper, axis=-1))
-        new_hi = np.maximum(new_hi, new_lo)
-        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
-            break
-        lo, hi = new_lo, new_hi
-    med, mean, std, cnt = stats(lo, hi)
-    empty = cnt == 0
-    rank = np.arange(srt.shape[-1])
-    kept_sorted = (rank >= lo[..., None]) & (rank < hi[..., None])
-    kept = np.zeros_like(kept_sorted)
-    np.put_along_axis(kept, order, kept_sorted, axis=-1)
-    nan = np.where(empty, np.nan, 1.0)
-    return ClippedStats(med * nan, mean * nan, std * nan, cnt, kept)
 
 
 @njit(cache=True, nogil=True)

@@ -17,7 +17,8 @@ from scipy.special import ndtr
 from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DQ
 from calib_core.frames import FrameAxisMeta
-from calib_core.robust import sigma_clip_stats, sigma_clip_stats_numpy
+from calib_core.robust import sigma_clip_stats
+from oracles.robust import sigma_clip_stats_numpy
 from calib_core.stages.photometry.centroid import centroid_2d
 from calib_core.stages.photometry.config import PhotometryConfig
 from calib_core.stages.photometry.flags import PhotFlag
