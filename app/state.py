@@ -61,7 +61,7 @@ _shared_runs: dict[str, tuple[threading.Lock, Path]] = {}
 
 @functools.cache
 def _demo_root_cached(seed: int) -> Path:
-    from calib_core.io import ensure_demo
+    from calib_core.sim import ensure_demo
 
     return ensure_demo(seed=seed)
 
@@ -513,8 +513,9 @@ class AppState(param.Parameterized):
                 demo_root(int(cfg.data.demo_seed))
             if seed:
                 shared = shared_run_dir(cfg, progress=on_progress)
-                if (shared / "calib").is_dir():
-                    _link_tree(shared / "calib", self.run_dir / "calib")
+                for part in ("calib", ".scratch"):     # .scratch: the outputs of stages that keep no planes
+                    if (shared / part).is_dir():
+                        _link_tree(shared / part, self.run_dir / part)
             result = run_chain(cfg, run_dir=self.run_dir, progress=on_progress, raise_on_failure=False)
         except Exception as exc:  # any engine failure is shown, never kills the session
             return RunOutcome(error=exc, from_stage=cfg.runtime.from_stage, seconds=time.perf_counter() - t0)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from . import rundir
@@ -44,8 +45,8 @@ from .plan import stage_inputs
 from .provenance import PLANET_SCOPE_DIR, code_hash, input_checksums, write_run_files
 from .stages import get_stage, stage_info
 from .stages.base import Gate, QCError, RawInput, StageContext, StageError
-from .stages.streaming import stream_chain
-from .store import StoredOutput, StoreWriter, atomic_write_text, load_output, verify_output
+from .stages.streaming import preview_index, stream_chain
+from .store import StoredOutput, StoreWriter, atomic_write_text, load_output, release_frames, verify_output
 
 __all__ = ["PLANET_SCOPE_DIR", "RunResult", "StageRecord", "resolve_planet", "run_chain"]
 
@@ -87,7 +88,7 @@ class RunResult:
     config_hash: str
     records: list[StageRecord]
     message: str = ""
-    planet: Any = None                            #: the :class:`calib_core.io.kaggle.Planet` that was run
+    planet: Any = None                            #: the :class:`calib_core.io.planet.Planet` that was run
     validated: ValidatedConfig | None = None
 
     def record(self, stage: str, instrument: str | None = None) -> StageRecord | None:
@@ -140,11 +141,12 @@ class _StoredOutputs(Mapping):
 
 def resolve_planet(vc: ValidatedConfig):
     """Open the planet the config points at (generating the demo planet when ``data.root`` is null)."""
-    from .io import demo, open_planet
+    from .io import open_planet
+    from .sim import ensure_demo
 
     data = vc.data
     if data.root is None:
-        root = demo.ensure_demo(seed=data.demo_seed)
+        root = ensure_demo(seed=data.demo_seed)
         return open_planet(root, planet_id=data.planet_id, split=data.split, visit=data.visit)
     return open_planet(Path(str(data.root)).expanduser(), planet_id=data.planet_id, split=data.split,
                        visit=data.visit)
@@ -171,6 +173,9 @@ class _Runner:
         self.keys: dict[tuple[str, str | None], str] = {}
         self.not_reused: dict[tuple[str, str | None], str] = {}      #: stored outputs that failed their checksums
         self.scratch = run_dir / ".scratch"
+        #: ``(stage, instrument) -> (next stage, its key)``: who reads a stage's frame planes
+        self.consumer: dict[tuple[str, str | None], tuple[str, str]] = {}
+        self.forced: set[str] = set()
 
     def _report(self, stage: str, inst: str | None, frac: float, msg: str = "") -> None:
         if self.progress is not None:
@@ -194,12 +199,37 @@ class _Runner:
         out = load_output(out_dir)
         if out is None or out.meta.get("cache_key") != key:
             return None
+        if out.meta.get("planes_released") and not self._consumer_hits(name, inst):
+            log.info("%s/%s: frame planes were released after use and %s must run again: recomputing",
+                     name, inst or PLANET_SCOPE_DIR, self.consumer.get((name, inst), ("its reader",))[0])
+            return None
         problem = verify_output(out_dir)
         if problem is not None:
             log.warning("%s/%s: stored output not reused, recomputing: %s", name, inst or PLANET_SCOPE_DIR, problem)
             self.not_reused[(name, inst)] = problem
             return None
         return out
+
+    def _consumer_hits(self, name: str, inst: str | None) -> bool:
+        """Whether the stage reading ``name``'s frame planes will reuse its stored output (so needs no planes)."""
+        succ = self.consumer.get((name, inst))
+        return succ is not None and self._cached(succ[0], inst, succ[1], succ[0] in self.forced) is not None
+
+    def _release_planes(self, name: str, inst: str) -> None:
+        """Drop the frame planes of ``name`` once the stage reading them committed (``write_intermediate: false``).
+
+        Only a frame stage that was neither streamed nor the last one keeps its
+        planes until then (in ``run_dir/.scratch``); one preview frame stays for
+        its diagnostics (:func:`calib_core.store.release_frames`).
+        """
+        out = self.outputs.get((name, inst))
+        if out is None or self.vc.stages[name].cache.write_intermediate or "data" not in out.fields:
+            return
+        kinds = np.asarray(out.fields["frame_read_kind"]) if "frame_read_kind" in out.fields else np.zeros(0)
+        released = release_frames(out.path, preview_index(kinds, out.fields["data"].shape[0]))
+        if released is not None:
+            self.outputs[(name, inst)] = released
+            log.info("%s/%s: frame planes released after use (write_intermediate: false)", name, inst)
 
     def _use_cached(self, name: str, inst: str | None, key: str, cached: StoredOutput) -> StoredOutput:
         rec = StageRecord(name, inst, "cached", key, output_dir=str(cached.path))
@@ -222,6 +252,9 @@ class _Runner:
         cached = self._cached(name, inst, key, force)
         if cached is not None:
             return self._use_cached(name, inst, key, cached)
+        if isinstance(inp, StoredOutput) and inp.meta.get("planes_released"):   # cannot happen: the upstream
+            raise StageError(name, inst, f"its input {inp.path} no longer has frame planes "   # is recomputed then
+                             "(released after use); run again with runtime.from_stage set to the stage before")
         with _named(name, inst), _stage_logging(name, self.vc.stages[name]):
             return self._run_and_commit(name, inst, inp, key, planet, [])
 
@@ -335,14 +368,21 @@ class _Runner:
         planet_stages = [n for n in enabled if get_stage(n).scope == "planet"]
         force_from = vc.runtime.from_stage
         forced = set(enabled[enabled.index(force_from):]) if force_from in enabled else set()
+        self.forced = forced
         data_key = _key(typed_content(vc.cfg)["data"], checksums)
         last: dict[str, tuple[str, StoredOutput | RawInput]] = {}
         for inst in vc.data.instruments:
             key = _key(data_key, inst)
+            keys = []
+            for name in inst_stages:
+                key = self._chain_key(key, name, inst)
+                keys.append(key)
+            for a, b, kb in zip(inst_stages, inst_stages[1:], keys[1:]):
+                self.consumer[(a, inst)] = (b, kb)
             inp: Any = RawInput(planet, inst)
             group: list[tuple[str, str]] = []      # streamed stages waiting for the stage that stores frames
-            for i, name in enumerate(inst_stages):
-                key = self._chain_key(key, name, inst)
+            prev: str | None = None
+            for i, (name, key) in enumerate(zip(inst_stages, keys)):
                 if self._streams_into(name, inst_stages[i + 1] if i + 1 < len(inst_stages) else None):
                     group.append((name, key))
                     continue
@@ -352,7 +392,9 @@ class _Runner:
                 else:
                     out = self.run_stage(name, inst, self._as_input(name, inp), key, planet, name in forced)
                 self.outputs[(name, inst)] = out
-                inp = out
+                if prev is not None:
+                    self._release_planes(prev, inst)
+                prev, inp = name, out
             last[inst] = (key, inp)
         if not planet_stages:
             return
@@ -396,7 +438,8 @@ class _Runner:
     def _as_input(name: str, inp: Any) -> Any:
         """Frame stages read a stored output through a chunked :class:`FrameSource`."""
         if isinstance(inp, StoredOutput) and get_stage(name).input_kind == "frames":
-            return inp.frames()
+            # released planes (write_intermediate: false) were reused only because this stage hits its cache
+            return inp.frames() if "data" in inp.fields else inp
         return inp
 
 

@@ -36,7 +36,7 @@ def data_root_of(cfg: DictConfig) -> Path:
     """The data root a profile reads: ``data.root``, or the demo dataset's directory when it is null."""
     root = OmegaConf.select(cfg, "data.root")
     if root is None:
-        from .io.demo import demo_path
+        from .sim.demo import demo_path
 
         return demo_path(int(OmegaConf.select(cfg, "data.demo_seed", default=0) or 0))
     return Path(str(root)).expanduser()

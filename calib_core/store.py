@@ -27,10 +27,18 @@ A detector stage streamed into the next one (:class:`calib_core.frames.StreamedS
 its ``cache.write_intermediate`` is false) stores everything but the three
 frame planes, plus ``preview.npy`` -- the one frame its diagnostics show -- and
 ``streamed_into`` / ``preview_index`` in its meta.
+
+A detector stage whose planes are not kept but that cannot stream into its
+successor (CDS, whose cosmic-ray pass reads its own planes twice; the fast
+profile's ADC, read by photometry) writes them under ``run_dir/.scratch``
+and, once the stage reading them committed, :func:`release_frames` replaces
+them by the same ``preview.npy`` (``planes_released`` in its meta): no frame
+plane outlives the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -56,6 +64,7 @@ __all__ = [
     "atomic_write_text",
     "file_digest",
     "load_output",
+    "release_frames",
     "release_pages",
     "verify_output",
 ]
@@ -160,6 +169,47 @@ def load_output(path: str | os.PathLike, mmap: bool = True) -> StoredOutput | No
     except (OSError, ValueError):
         return None
     return StoredOutput(path, meta, fields)
+
+
+FRAME_PLANES = ("data", "var", "dq")
+
+
+def release_frames(path: str | os.PathLike, preview_index: int) -> StoredOutput | None:
+    """Drop the frame planes of a committed output, keeping frame ``preview_index`` as ``preview``.
+
+    The output stays a valid committed output (its ``meta.json`` and
+    ``checksums.json`` list the remaining files, ``planes_released`` and
+    ``preview_index`` say what happened) whose diagnostics show the preview
+    frame (:func:`calib_core.diagnostics.frame_image`).  The new meta and
+    checksums are written atomically before any plane is removed: a crash in
+    between leaves files that :func:`verify_output` rejects, so the stage is
+    recomputed, never half-used.  Returns the updated output (None when
+    ``path`` holds no committed output or no planes).
+    """
+    path = Path(path)
+    out = load_output(path)
+    if out is None or "data" not in out.fields:
+        return out
+    n = out.fields["data"].shape[0]
+    index = int(min(max(preview_index, 0), max(n - 1, 0)))
+    preview = np.array(out.fields["data"][index:index + 1])
+    del out
+    tmp = path / f".preview.{uuid.uuid4().hex}.npy"
+    np.save(tmp, preview)
+    os.replace(tmp, path / "preview.npy")
+    meta = json.loads((path / META_NAME).read_text())
+    fields = {k: v for k, v in meta.get("fields", {}).items() if k not in FRAME_PLANES}
+    fields["preview"] = {"shape": list(preview.shape), "dtype": preview.dtype.name, "unit": "electron"}
+    meta.update(fields=fields, planes_released=True, preview_index=index)
+    atomic_write_json(path / META_NAME, meta)
+    sums = json.loads((path / CHECKSUMS_NAME).read_text())
+    sums = {k: v for k, v in sums.items() if k not in {f"{p}.npy" for p in FRAME_PLANES}}
+    sums.update({META_NAME: file_digest(path / META_NAME), "preview.npy": file_digest(path / "preview.npy")})
+    atomic_write_json(path / CHECKSUMS_NAME, sums)
+    for plane in FRAME_PLANES:
+        with contextlib.suppress(FileNotFoundError):
+            (path / f"{plane}.npy").unlink()
+    return load_output(path)
 
 
 class FramePlane:

@@ -22,7 +22,7 @@ import pytest
 from calib_core.batch import BatchProgress, PlanetOutcome, check_complete, prune_run_dir
 from calib_core.cli import main
 from calib_core.io import open_planet
-from calib_core.io.demo import make_demo
+from calib_core.sim import make_demo
 
 GOOD, BAD = (2000001, 2000002), 2000003
 
@@ -74,8 +74,10 @@ def _check_submission(out, root, ids):
 @pytest.mark.slow
 def test_batch_runs_planets_in_parallel_and_isolates_failures(three_planet_root, tmp_path, capsys):
     out = tmp_path / "batch"
+    # ADC planes kept in calib/ (fast releases them itself) so that --keep series has planes to prune
     code = main(["batch", "--config-name", "calib/fast", "--out", str(out), "--workers", "2",
-                 "--dashboard-address", "127.0.0.1:0", f"data.root={three_planet_root}"])
+                 "--dashboard-address", "127.0.0.1:0", f"data.root={three_planet_root}",
+                 "calib.adc.cache.write_intermediate=true"])
     assert code == 1                                   # one planet failed
     summary = _summary(out)
     status = _by_planet(summary)

@@ -20,10 +20,14 @@ def _cfg(demo_root, run_dir, *overrides, profile="calib/nominal"):
     return compose_config(profile, [f"data.root={demo_root}", f"run_dir={run_dir}", *overrides])
 
 
+#: keep every detector stage's frame planes in calib/ (the nominal profile does not: see test_lean_default.py)
+STORED = [f"calib.{s}.cache.write_intermediate=true" for s in ("adc", "dark", "flat", "cds")]
+
+
 @pytest.fixture(scope="module")
 def nominal_run(demo_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("nominal")
-    return run_chain(_cfg(demo_root, run_dir, "data.instruments=[AIRS-CH0]"))
+    return run_chain(_cfg(demo_root, run_dir, "data.instruments=[AIRS-CH0]", *STORED))
 
 
 def test_run_dir_contract(nominal_run):
@@ -56,7 +60,7 @@ def test_run_dir_contract(nominal_run):
 
 def test_rerun_hits_cache_and_upstream_change_invalidates_downstream_only(demo_root, tmp_path):
     base = ["data.instruments=[AIRS-CH0]", "calib.photometry.enabled=false", "calib.trace.enabled=false",
-            "calib.phase.enabled=false", "calib.depths.enabled=false", "calib.top_level_calib.enabled=false"]
+            "calib.phase.enabled=false", "calib.depths.enabled=false", "calib.top_level_calib.enabled=false", *STORED]
     first = run_chain(_cfg(demo_root, tmp_path, *base))
     assert {r.status for r in first.records} == {"ran"}
     again = run_chain(_cfg(demo_root, tmp_path, *base))
@@ -81,7 +85,7 @@ def test_rerun_hits_cache_and_upstream_change_invalidates_downstream_only(demo_r
 
 def test_error_gate_stops_the_run_and_commits_nothing_half_done(demo_root, tmp_path):
     base = ["data.instruments=[AIRS-CH0]", "calib.photometry.enabled=false", "calib.trace.enabled=false",
-            "calib.phase.enabled=false", "calib.depths.enabled=false", "calib.top_level_calib.enabled=false"]
+            "calib.phase.enabled=false", "calib.depths.enabled=false", "calib.top_level_calib.enabled=false", *STORED]
     ok = run_chain(_cfg(demo_root, tmp_path, *base))
     cds_dir = ok.run_dir / "calib" / "cds" / "AIRS-CH0"
     before = (cds_dir / "meta.json").read_text()
@@ -107,7 +111,7 @@ RECIPE_STAGE = [
 ]
 
 
-FIELDS = {"cds": ("AIRS-CH0", "data"), "photometry": ("AIRS-CH0", "photometry_flux"),
+FIELDS = {"cds": ("AIRS-CH0", "pair_index"), "photometry": ("AIRS-CH0", "photometry_flux"),
           "trace": ("AIRS-CH0", "trace_continuum"), "top_level_calib": (None, "sigma"),
           "trace_norm": ("AIRS-CH0", "trace_flux_norm")}
 
@@ -115,7 +119,7 @@ FIELDS = {"cds": ("AIRS-CH0", "data"), "photometry": ("AIRS-CH0", "photometry_fl
 @pytest.fixture(scope="module")
 def recipe_base(demo_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("recipes") / "base"
-    base = run_chain(_cfg(demo_root, run_dir))
+    base = run_chain(_cfg(demo_root, run_dir, *STORED))      # stored planes: a recipe reruns only its stage
     arrays = {stage: np.array(base.output(stage.split("_norm")[0], inst).fields[field])
               for stage, (inst, field) in FIELDS.items()}
     return run_dir, base.config_hash, arrays
@@ -127,7 +131,7 @@ def test_every_seed_recipe_changes_the_run(recipe_base, demo_root, tmp_path, ove
     base_dir, base_hash, base_arrays = recipe_base
     run_dir = tmp_path / "run"
     shutil.copytree(base_dir, run_dir)          # same cache, separate outputs
-    result = run_chain(_cfg(demo_root, run_dir, *overrides))
+    result = run_chain(_cfg(demo_root, run_dir, *STORED, *overrides))
     status = {(r.stage, r.instrument): r.status for r in result.records}
     order = ["adc", "dark", "flat", "cds", "photometry", "trace", "phase", "depths", "top_level_calib"]
     upstream = order[:order.index(stage)]

@@ -29,6 +29,16 @@ def test_validating_a_profile_imports_no_numerics():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_calibration_run_imports_no_pandas(demo_root, tmp_path):
+    """pandas is the sigma tools' dependency; a run's start-up does not pay its ~0.7 s import."""
+    code = ("import sys\nfrom calib_core import compose_config, run_chain\n"
+            f"cfg = compose_config('calib/nominal', ['data.root={demo_root}', 'run_dir={tmp_path / 'run'}'])\n"
+            "assert run_chain(cfg).status == 'ok'\n"
+            "print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_the_engine_never_imports_the_app():
     for path in (ROOT / "calib_core").rglob("*.py"):
         tree = ast.parse(path.read_text())
@@ -36,6 +46,16 @@ def test_the_engine_never_imports_the_app():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] in ("app", "spectramind_app") for n in names), (path, names)
+
+
+MAX_MODULE_LINES = 600   #: one concept per file: a module longer than this holds more than one
+
+
+def test_every_engine_module_is_at_most_600_lines():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "calib_core").rglob("*.py")}
+    assert len(sizes) > 50                                    # the tree was found
+    too_long = {path: n for path, n in sorted(sizes.items()) if n > MAX_MODULE_LINES}
+    assert not too_long, f"split these by concept (configs/calib/architecture.md, 'Layers'): {too_long}"
 
 
 def test_installed_package_has_no_bare_app_module(tmp_path):

@@ -18,6 +18,7 @@ from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DQ
 from calib_core.frames import FrameAxisMeta
 from calib_core.robust import sigma_clip_stats
+from oracles.robust import sigma_clip_stats_numpy
 from calib_core.stages.photometry.centroid import centroid_2d
 from calib_core.stages.photometry.config import PhotometryConfig
 from calib_core.stages.photometry.flags import PhotFlag
@@ -127,6 +128,26 @@ def test_sigma_clip_stats_matches_astropy():
     for i in range(60):
         mean, med, std = sigma_clipped_stats(x[i][np.isfinite(x[i])], sigma=3.0, maxiters=10)
         assert np.isclose(st.median[i], med) and np.isclose(st.mean[i], mean) and np.isclose(st.std[i], std)
+
+
+@pytest.mark.parametrize("maxiters", [0, 1, 3, 10])
+def test_compiled_sigma_clip_stats_equals_the_numpy_statement_bit_for_bit(maxiters):
+    rng = np.random.default_rng(7)
+    x = rng.normal(5.0, 2.0, (4, 50, 37))
+    x[:, :, :5] += rng.uniform(10, 200, (4, 50, 5))             # outliers to clip
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[0, 0] = np.nan                                             # an empty row
+    x[0, 1, :] = 3.0                                             # all ties
+    x[0, 2, 1:] = np.nan                                         # one value
+    x[0, 3, :4] = [np.inf, -np.inf, np.inf, np.nan]              # infinities sort like numpy's
+    x[1, :, ::3] = np.round(x[1, :, ::3])                        # ties at the clipping bounds
+    for sigma in (1.5, 3.0):
+        fast, slow = sigma_clip_stats(x, sigma=sigma, maxiters=maxiters), \
+            sigma_clip_stats_numpy(x, sigma=sigma, maxiters=maxiters)
+        for name in ("median", "mean", "std", "count", "kept"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=f"{name} sigma={sigma}")
+    empty = sigma_clip_stats(np.zeros((3, 0)))
+    assert empty.count.tolist() == [0, 0, 0] and np.isnan(empty.median).all() and empty.kept.shape == (3, 0)
 
 
 def test_centroids_against_photutils_and_truth():
@@ -442,8 +463,8 @@ def _chain(planet, inst, stages, run_dir):
 
 @pytest.mark.parametrize("profile", ["nominal", "fast"])
 def test_demo_planet_chain_shows_the_transit_with_honest_errors(demo_root, tmp_path, profile):
-    from calib_core.io.demo import load_truth
-    from calib_core.io.kaggle import open_planet
+    from calib_core.sim import load_truth
+    from calib_core.io import open_planet
 
     planet = open_planet(demo_root)
     truth = load_truth(demo_root, planet.planet_id)

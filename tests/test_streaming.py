@@ -21,12 +21,15 @@ from calib_core.stages import QCError
 from calib_core.stages.base import FrameStream
 
 STREAM = [f"calib.{s}.cache.write_intermediate=false" for s in ("adc", "dark", "flat")]
+#: every detector plane stored in calib/ (nominal keeps none: ADC -> flat stream, CDS planes are released)
+STORED = [f"calib.{s}.cache.write_intermediate=true" for s in ("adc", "dark", "flat", "cds")]
 DETECTOR_ONLY = ["calib.trace.enabled=false", "calib.phase.enabled=false", "calib.depths.enabled=false",
                  "calib.top_level_calib.enabled=false"]
 
 
 def _run(root, run_dir, *overrides, profile="calib/nominal"):
-    return run_chain(compose_config(profile, [f"data.root={root}", f"run_dir={run_dir}", *overrides]))
+    """A run with every plane stored unless ``overrides`` say otherwise (later overrides win)."""
+    return run_chain(compose_config(profile, [f"data.root={root}", f"run_dir={run_dir}", *STORED, *overrides]))
 
 
 def _metrics_without_times(rec):
@@ -104,13 +107,17 @@ def test_error_gate_of_a_streamed_stage_commits_nothing_of_the_group(detector_de
 
 
 def test_reference_pixel_adc_is_stored_and_the_rest_streams(detector_demo, tmp_path):
-    """The two-pass ADC (reference pixels) cannot stream: it is stored (in scratch) and dark -> flat stream from it."""
+    """The two-pass ADC (reference pixels) cannot stream: it is stored (in scratch) and dark -> flat stream from it.
+
+    Its planes are released once the group reading them (dark -> flat -> CDS) committed.
+    """
     args = [*DETECTOR_ONLY, "calib.photometry.enabled=false", "data.instruments=[FGS1]", *STREAM,
             "calib.adc.reference_pixel.use=true"]
     streamed = _run(detector_demo, tmp_path / "a", *args)
     stored = _run(detector_demo, tmp_path / "b", *args[:-4], "calib.adc.reference_pixel.use=true")
     assert streamed.record("adc", "FGS1").reason == ""
-    assert "data" in streamed.output("adc", "FGS1").fields
+    adc = streamed.output("adc", "FGS1")          # stored in scratch, its planes released once CDS committed
+    assert ".scratch" in str(adc.path) and adc.meta["planes_released"] and "data" not in adc.fields
     assert "streamed into 'cds'" in streamed.record("dark", "FGS1").reason
     np.testing.assert_array_equal(np.asarray(streamed.output("cds", "FGS1").fields["data"]),
                                   np.asarray(stored.output("cds", "FGS1").fields["data"]))

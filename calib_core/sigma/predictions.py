@@ -24,12 +24,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ..store import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+# pandas is imported where a CSV is read or written: importing it costs ~0.5-2 s of every run's start-up,
+# and a calibration run (the sigma calibration stage off, as in every built-in profile) never needs it
 
 __all__ = [
     "InputError",
@@ -145,6 +150,8 @@ def validate_predictions(mu: np.ndarray, sigma: np.ndarray, ids: np.ndarray | No
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         return pd.read_csv(path, float_precision="round_trip")
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -158,6 +165,8 @@ def _numbered_block(df: pd.DataFrame, prefix: str, n_bins: int, path: Path) -> n
     if found != list(range(1, n_bins + 1)):
         have = f"{prefix}_1..{prefix}_{found[-1]} ({len(found)} columns)" if found else "none"
         raise InputError(path, f"expected {n_bins} bins in columns {prefix}_1..{prefix}_{n_bins}, found {have}")
+    import pandas as pd
+
     block = df[[f"{prefix}_{i}" for i in range(1, n_bins + 1)]]
     return block.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
 
@@ -165,6 +174,8 @@ def _numbered_block(df: pd.DataFrame, prefix: str, n_bins: int, path: Path) -> n
 def _csv_ids(df: pd.DataFrame, path: Path) -> np.ndarray:
     if "planet_id" not in df.columns:
         raise InputError(path, "no 'planet_id' column")
+    import pandas as pd
+
     ids = pd.to_numeric(df["planet_id"], errors="coerce")
     if ids.isna().any() or np.any(ids != np.round(ids)):
         raise InputError(path, "planet_id must be integers")
@@ -353,6 +364,8 @@ def align_targets(preds: Predictions, targets: Targets) -> np.ndarray:
 
 
 def _submission_frame(ids: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
     n_bins = mu.shape[1]
     columns = {"planet_id": ids}
     columns.update({f"wl_{i + 1}": mu[:, i] for i in range(n_bins)})

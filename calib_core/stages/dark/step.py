@@ -34,9 +34,9 @@ def _load_map_file(path: Path) -> np.ndarray:
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
-        import pyarrow.parquet as pq
+        from ...io.parquet_frames import read_parquet
 
-        table = pq.read_table(path)
+        table = read_parquet(path)
         return np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
     except (OSError, ValueError, EOFError, ArithmeticError, TypeError) as exc:
         # the library's message may quote the file's bytes: say only what kind of failure it was
