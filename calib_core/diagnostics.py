@@ -12,7 +12,8 @@ kind           content
                     extents ``data[x, y]`` (e.g. time x wavelength); an optional
                     :class:`Outline` (aperture, extraction box)
 :class:`Series`     ``y`` against ``x`` with optional ``yerr``; ``overlay`` series
-                    drawn on the same axes
+                    drawn on the same axes; ``style`` "line" (a NaN breaks the
+                    line, e.g. across a gap between instruments) or "points"
 :class:`Bars`       ``values`` per category label
 :class:`Table`      rows of ``[name, value, ...]``
 =============  ================================================================
@@ -85,6 +86,7 @@ class Series(Plot):
     yerr: Any = None
     label: str = ""
     overlay: list["Series"] = field(default_factory=list)
+    style: str = "line"                     #: "line" (NaN breaks it) or "points" (markers, e.g. residuals)
 
 
 @dataclass
