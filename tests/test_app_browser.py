@@ -272,8 +272,10 @@ def test_export_yaml_holds_the_tuned_profile_and_uploads_back(app_page, tmp_path
         page.locator(".export-yaml button, .export-yaml a").first.click()
     path = tmp_path / download.value.suggested_filename
     download.value.save_as(path)
-    assert path.name.startswith("spectramind_nominal_") and path.suffix == ".yaml"
+    # a tuned built-in profile is named as such and gets its own run_dir (no overwrite of runs/nominal)
+    assert path.name.startswith("spectramind_nominal-tuned_") and path.suffix == ".yaml"
     exported = yaml.safe_load(path.read_text())
+    assert exported["run_dir"].startswith("runs/nominal-tuned-")
     assert exported["calib"]["phase"]["binning"]["nbins"] == 37
     assert exported["calib"]["dark"]["hot_pixels"]["sigma"] == 3.0
     assert exported["calib"]["trace"]["quality_checks"]["median_tolerance"] == 1e-9
@@ -327,3 +329,108 @@ def test_two_sessions_keep_separate_state(browser, app_url):
     finally:
         a.context.close()
         b.context.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# investigation tabs (issue 15): a fresh session of its own, after the tests above
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def extra_tab(page: Page, title: str):
+    return page.locator(".bk-tab").filter(has_text=re.compile(rf"^\s*{re.escape(title)}\s*$"))
+
+
+@pytest.fixture(scope="module")
+def fresh_page(browser, app_url):
+    page, t0 = _goto(browser, app_url)
+    _await_first_run(page, t0)
+    yield page
+    page.context.close()
+
+
+def test_rough_edges_are_fixed(fresh_page):
+    page = fresh_page
+    expect(page.locator(".instrument-label")).to_contain_text("Instrument")
+    expect(extra_tab(page, "Light curves")).to_have_count(1)
+    expect(extra_tab(page, "Compare")).to_have_count(1)
+    # the first run reuses the server's run: no "0.00 s" for cached stages, and it says why
+    open_tab(page, None)
+    expect(page.locator(".cache-note")).to_contain_text("reused")
+    cached = page.locator(".sum-row.sum-cached")
+    expect(cached.first).to_be_visible()
+    for row in cached.all():
+        assert row.locator("td").nth(3).inner_text().strip() == "–"     # seconds: none spent, none shown
+    # method none: the stage explains why it shows nothing
+    open_tab(page, "top_level_calib")
+    expect(page.locator(".no-diagnostics")).to_contain_text("method: none")
+    # robust ADC histogram range, time axes in hours, a meaningful pair-gap plot
+    open_tab(page, "adc")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text).startsWith('Raw counts ') && String(m.text).includes('saturated')))")
+    assert not any(t.startswith("Raw counts, every") for t in plot_titles(page))
+    shot(page, "issue15_adc.png")
+    open_tab(page, "cds")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text).startsWith('Pair time gap minus nominal')))")
+    labels = page.evaluate("""() => { const out = [];
+        for (const doc of Bokeh.documents) for (const m of doc.all_models)
+            if (m.type === 'LinearAxis' && m.axis_label) out.push(String(m.axis_label));
+        return out; }""")
+    assert "time (s)" not in labels and "time since visit start (h)" in labels
+    shot(page, "issue15_cds.png")
+    open_tab(page, "depths")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text) === 'Transmission spectrum'))", timeout=RUN_TIMEOUT)
+    shot(page, "issue15_depths.png")
+
+
+def test_light_curves_open_a_channel_from_a_click_on_the_spectrum(fresh_page):
+    page = fresh_page
+    extra_tab(page, "Light curves").click()
+    head = page.locator(".lc-head .lc-title")
+    expect(head).to_contain_text("AIRS-CH0 channel 141")
+    spectrum = page.locator(".lc-spectrum .bk-Canvas, .lc-spectrum canvas").first
+    expect(spectrum).to_be_visible()
+    box = spectrum.bounding_box()
+    spectrum.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.5})
+    expect(head).not_to_contain_text("channel 141")
+    first = int(head.get_attribute("data-first"))
+    assert 0 < first < 141                      # left of the middle of the spectrum: a shorter wavelength
+    expect(page.locator(".lc-plots .diag-plot")).to_have_count(4)
+    titles = plot_titles(page)
+    assert any(t.startswith("Phase-folded") for t in titles) and any(t.startswith("Residuals") for t in titles)
+    shot(page, "issue15_light_curves.png")
+
+
+def test_download_results_zip(fresh_page, tmp_path):
+    page = fresh_page
+    with page.expect_download() as download:
+        page.locator(".download-results button, .download-results a").first.click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name.startswith("spectramind_results_") and path.suffix == ".zip"
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        assert {"depths.csv", "qc.json", "config.yaml"} <= names
+        rows = zf.read("depths.csv").decode().splitlines()
+        assert len(rows) == 2 and rows[0].startswith("planet_id")
+        assert yaml.safe_load(zf.read("config.yaml"))["calib"]["phase"]["binning"]["nbins"] == \
+            NOMINAL.calib.phase.binning.nbins
+
+
+def test_compare_two_runs_shows_exactly_the_changed_key(fresh_page):
+    page = fresh_page
+    open_tab(page, "phase")
+    set_input(page, "phase", "binning.nbins", 41)
+    click_run(page, 2)
+    extra_tab(page, "Compare").click()
+    rows = page.locator(".compare-diff .cmp-row")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-key", "calib.phase.binning.nbins")
+    expect(rows.first).to_contain_text("41")
+    expect(page.locator(".compare-gates")).to_contain_text("coverage_frac")
+    titles = plot_titles(page)
+    assert any(t.startswith("Difference (B - A) / combined sigma") for t in titles)
+    shot(page, "issue15_compare.png")
