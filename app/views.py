@@ -22,6 +22,7 @@ from calib_core.stages import stage_info
 
 from .downloads import results_button
 from .investigate import investigation_tabs
+from .pixels import FRAME_STAGES, PixelInspector
 from .render import LivePlot, render
 from .state import PROFILES, AppState
 from .widgets import StageForm
@@ -140,7 +141,10 @@ class StageTab(pn.viewable.Viewer):
         self._controls = pn.Column(pn.pane.HTML("<b>Configuration</b> <span class='stage-note'>calib."
                                                 f"{html.escape(stage)}</span>", stylesheets=[APP_CSS]),
                                    width=330, css_classes=["stage-controls"], margin=(0, 10, 0, 0))
-        results = pn.Column(self.header, self.badges, self.plots, self.tables, sizing_mode="stretch_width")
+        # linked views of a frame stage (app/pixels.py): click a pixel, see its series
+        self.inspector = PixelInspector(state, stage) if stage in FRAME_STAGES else None
+        results = pn.Column(self.header, self.badges, self.plots, self.tables,
+                            *([self.inspector] if self.inspector is not None else []), sizing_mode="stretch_width")
         self._layout = pn.Row(self._controls, results, sizing_mode="stretch_width", name=self.title)
 
     @property
@@ -237,6 +241,8 @@ class StageTab(pn.viewable.Viewer):
             tables.append(pn.pane.HTML(f"<span class='stage-note'>{text}</span>", stylesheets=[APP_CSS],
                                        css_classes=["no-diagnostics"]))
         self.tables.objects = [pn.FlexBox(*tables, sizing_mode="stretch_width")] if tables else []
+        if self.inspector is not None:
+            self.inspector.refresh()
 
     def _update_live(self, plot_items: list[dict]) -> bool:
         """Put new data into the shown figures; False (nothing changed) if their number or a layout differs."""

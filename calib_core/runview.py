@@ -33,8 +33,8 @@ from .stages.errors import DataError
 from .store import StoredOutput, load_output
 from .transit import Geometry, light_curve, time_bin
 
-__all__ = ["LightCurves", "RESULT_FILES", "RunSnapshot", "SpectrumDiff", "channel_grid", "compare_spectra",
-           "config_diff", "gates_side_by_side", "light_curves", "lightcurve_plots", "load_stage_output",
+__all__ = ["BATCH_COLUMNS", "LightCurves", "PixelSeries", "pixel_at", "pixel_series", "RESULT_FILES", "RunSnapshot", "SpectrumDiff", "channel_grid", "compare_spectra",
+           "config_diff", "gates_side_by_side", "light_curves", "load_result", "read_batch", "lightcurve_plots", "load_stage_output",
            "nearest_channel", "read_qc", "read_run", "results_zip", "snapshot_result"]
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 FOLD_BINS = 120
 
 
-def _confined(root: Path, path: str | Path) -> Path:
+def _confined(root: Path, path: str | Path, source: str = "qc.json", what: str = "output directory") -> Path:
+    """``path`` resolved; DataError unless it lies inside ``root`` (``source`` named it)."""
     resolved = Path(path).expanduser().resolve()
     if resolved != root and root not in resolved.parents:
-        raise DataError(f"{root / 'qc.json'}: output directory {path} lies outside the run directory")
+        raise DataError(f"{root / source}: {what} {path} lies outside {root}")
     return resolved
 
 
@@ -537,3 +538,177 @@ def results_zip(run_dir: str | Path) -> bytes:
             if path.is_file():
                 zf.write(path, name)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# batches (``spectramind batch`` output) and reopening a run
+# ---------------------------------------------------------------------------
+
+
+def load_result(run_dir: str | Path) -> Any:
+    """A :class:`calib_core.chain.RunResult` rebuilt from a finished run directory, to show its diagnostics.
+
+    A stage output that was pruned (e.g. a batch's ``keep: series`` removes the detector frame planes)
+    or fails its checksums is listed without an output directory, its ``reason`` saying so.
+
+    Raises
+    ------
+    DataError
+        No ``qc.json``/``config.yaml``, a config that does not validate, or a planet that cannot be opened.
+    """
+    from .chain import RunResult, StageRecord, resolve_planet
+    from .config import ConfigError, compose_config, validate_config
+    from .stages.base import Gate
+    from .store import verify_output
+
+    root = Path(run_dir).expanduser().resolve()
+    qc = read_qc(root)
+    try:
+        cfg = compose_config(str(root / "config.yaml"))
+        vc = validate_config(cfg)
+    except ConfigError as exc:
+        raise DataError(f"{root / 'config.yaml'}: {exc}") from None
+    records = []
+    for stage, per in qc["stages"].items():
+        for where, rec in per.items():
+            out_dir, reason = rec.get("output_dir"), rec.get("reason", "")
+            if out_dir:
+                problem = verify_output(_confined(root, out_dir))
+                if problem is not None:
+                    out_dir, reason = None, f"output not kept in this run directory ({problem})"
+            try:
+                gates = [Gate(**g) for g in rec.get("gates", []) or []]
+            except TypeError:
+                raise DataError(f"{root / 'qc.json'}: malformed gates of {stage}/{where}") from None
+            records.append(StageRecord(stage, None if where == PLANET_SCOPE_DIR else where, rec.get("status", ""),
+                                       rec.get("cache_key", ""), float(rec.get("seconds") or 0.0),
+                                       rec.get("metrics") or {}, gates, out_dir, reason))
+    try:
+        planet = resolve_planet(vc)
+    except Exception as exc:  # DataLayoutError & co.: the dataset moved or is not readable here
+        raise DataError(f"{root}: cannot open the run's planet ({str(exc).splitlines()[0]})") from None
+    chash = json.loads((root / "run_hash_summary.json").read_text()).get("config_hash", "") \
+        if (root / "run_hash_summary.json").is_file() else ""
+    return RunResult(root, str(qc.get("status", "")), chash, records, str(qc.get("message", "")), planet, vc)
+
+
+#: columns of :func:`read_batch` rows
+BATCH_COLUMNS = ("planet_id", "status", "gates_failed", "gates", "chi2_red_median", "white_depth_ppm",
+                 "white_depth_err_ppm", "z_white", "seconds", "message")
+
+
+def read_batch(batch_dir: str | Path) -> list[dict]:
+    """One row per planet of a ``spectramind batch`` output directory (``batch_summary.json`` + each ``qc.json``).
+
+    Row keys: :data:`BATCH_COLUMNS` plus ``run_dir``.  ``gates_failed`` lists the failed QC gates
+    (``stage/where:name``), ``gates`` is ``"passed/total"``; ``z_white`` (white depth against the
+    truth, in sigma) is NaN without labels.
+
+    Raises
+    ------
+    DataError
+        No or malformed ``batch_summary.json``, or a planet run directory outside the batch directory.
+    """
+    root = Path(batch_dir).expanduser().resolve()
+    path = root / "batch_summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (not a spectramind batch output directory)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None
+    planets = summary.get("planets") if isinstance(summary, dict) else None
+    if not isinstance(planets, list):
+        raise DataError(f"{path}: no 'planets' list")
+    rows = []
+    for p in planets:
+        pid = p.get("planet_id")
+        raw = str(p.get("run_dir") or pid)
+        run_dir = _confined(root, raw if Path(raw).is_absolute() else root / raw, "batch_summary.json",
+                            "planet run directory")
+        row = {"planet_id": pid, "status": p.get("status", ""), "message": p.get("message", ""),
+               "seconds": p.get("seconds"), "gates_failed": "", "gates": "", "chi2_red_median": float("nan"),
+               "white_depth_ppm": float("nan"), "white_depth_err_ppm": float("nan"), "z_white": float("nan"),
+               "run_dir": str(run_dir)}
+        try:
+            qc = read_qc(run_dir)
+        except DataError:
+            rows.append(row)
+            continue
+        gates = _gates_of(qc)
+        row["gates"] = f"{sum(bool(g.get('passed')) for g in gates)}/{len(gates)}"
+        row["gates_failed"] = ", ".join(f"{g['stage']}/{g['instrument']}:{g['name']}" for g in gates
+                                        if not g.get("passed"))
+        m = (qc["stages"].get("depths", {}).get(PLANET_SCOPE_DIR) or {}).get("metrics") or {}
+        for key, src, scale in (("chi2_red_median", "chi2_red_median", 1.0), ("white_depth_ppm", "white_depth", 1e6),
+                                ("white_depth_err_ppm", "white_depth_err", 1e6), ("z_white", "z_white", 1.0)):
+            if isinstance(m.get(src), (int, float)):
+                row[key] = float(m[src]) * scale
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------
+# linked views: one pixel's time series
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PixelSeries:
+    """One detector pixel of a frame stage's output over the visit."""
+
+    stage: str
+    instrument: str
+    row: int
+    column: int
+    time_h: np.ndarray           #: (N,) hours since the visit start
+    value: np.ndarray            #: (N,) electrons (NaN where the stage wrote NaN)
+    dq: np.ndarray               #: (N,) uint16 DQ bits (:class:`calib_core.dq.DQ`)
+    flags: dict[str, np.ndarray] = field(default_factory=dict)  #: DQ bit name -> frame indices with it set
+
+    def plots(self) -> list:
+        """Typed plot data: the series, each DQ bit's frames marked on it."""
+        from .diagnostics import Series
+
+        base = Series(f"{self.stage.upper()} pixel (row {self.row}, column {self.column}) over the visit",
+                      self.time_h, self.value, xlabel="time since visit start (h)", ylabel="electrons",
+                      label="value", style="points")
+        finite = np.where(np.isfinite(self.value), self.value, np.nanmedian(self.value) if
+                          np.isfinite(self.value).any() else 0.0)
+        base.overlay = [Series("", self.time_h[idx], finite[idx], label=name, style="points")
+                        for name, idx in self.flags.items()]
+        return [base]
+
+
+def pixel_series(output: StoredOutput, row: int, column: int, stage: str = "", instrument: str = "") -> PixelSeries:
+    """Time series of pixel ``(row, column)`` of a frame stage's stored output (``data``, ``dq``, ``frame_time_s``).
+
+    Raises
+    ------
+    DataError
+        The output keeps no frame planes (streamed or pruned) or the pixel is outside the detector.
+    """
+    from .dq import DQ
+
+    f = output.fields
+    if "data" not in f or "frame_time_s" not in f:
+        raise DataError(f"{output.path}: no frame planes stored (streamed or pruned): no pixel series")
+    n, rows, cols = f["data"].shape
+    if not (0 <= int(row) < rows and 0 <= int(column) < cols):
+        raise DataError(f"{output.path}: pixel ({row}, {column}) outside the {rows} x {cols} detector")
+    row, column = int(row), int(column)
+    value = np.asarray(f["data"][:, row, column], np.float64)
+    dq = np.asarray(f["dq"][:, row, column], np.uint16) if "dq" in f else np.zeros(n, np.uint16)
+    time_h = np.asarray(f["frame_time_s"], np.float64) / 3600.0
+    flags = {bit.name: np.flatnonzero(dq & int(bit)) for bit in DQ if np.any(dq & int(bit))}
+    return PixelSeries(stage or str(output.meta.get("stage", "")), instrument or str(output.meta.get("instrument", "")),
+                       row, column, time_h, value, dq, flags)
+
+
+def pixel_at(x: float, y: float) -> tuple[int, int]:
+    """``(row, column)`` of the detector pixel under a click at image coordinates ``(x, y)``.
+
+    Detector images are drawn with pixel ``(r, c)`` covering ``[c, c + 1) x [r, r + 1)``
+    (:class:`calib_core.diagnostics.Image`, detector form).
+    """
+    return int(math.floor(float(y))), int(math.floor(float(x)))

@@ -36,7 +36,7 @@ def _tab(view: AppView, cls: type):
 def test_tabs_follow_the_contract(ran):
     _, view = ran
     names = [view.tabs._names[i] for i in range(len(view.tabs))]
-    assert names[-3:] == ["Summary", "Light curves", "Compare"]
+    assert names[-4:] == ["Summary", "Light curves", "Compare", "Planets"]
 
 
 def test_light_curves_tab_opens_a_channel_from_a_click(ran):
@@ -122,3 +122,40 @@ def test_points_style_and_gap_break_render():
     element = render_element(s)
     assert type(element).__name__ == "Overlay" and type(element.get(0)).__name__ == "Scatter"
     assert plot_layout(s) != plot_layout(Series("r", [1.0], [0.1]))
+
+
+def test_planets_tab_lists_a_batch_and_opens_a_planet(two_planet_batch, tmp_path):
+    from spectramind_app.planets import PlanetsTab
+
+    root, batch = two_planet_batch
+    state = AppState(data_root=root, work_dir=tmp_path)
+    try:
+        view = AppView(state)
+        tab = _tab(view, PlanetsTab)
+        assert [t for t, _ in view.extra_tabs][-1] == "Planets"
+        assert not tab.load("/etc") and "outside the allowed roots" in state.error
+        assert not tab.load(str(root)) and "batch_summary.json: missing" in state.error
+        assert tab.load(str(batch))
+        assert list(tab.table.value["planet_id"]) == [3000001, 3000002]
+        assert list(tab.table.value["status"]) == ["ok", "ok"]
+        assert "2 planets (2 ok)" in tab.note.object
+        assert tab.open(tab.rows[1])
+        assert state.dataset == "train/3000002" and state.result.planet.planet_id == 3000002
+        assert state.stale == [] and state.config_hash == state.result.config_hash
+        assert view.active_stage == "depths"
+        assert str(state.result.run_dir) == str(batch / "3000002")
+        assert view.stage_tabs["depths"].plots.objects          # the batch run's diagnostics are shown
+    finally:
+        state.close()
+
+
+def test_click_a_pixel_shows_its_series(ran):
+    state, view = ran
+    view.tabs.active = list(view.stage_tabs).index("cds")
+    inspector = view.stage_tabs["cds"].inspector
+    assert inspector.frame.object is not None
+    inspector._tap.event(x=200.5, y=16.5)
+    assert "data-row='16' data-column='200'" in inspector.note.object
+    assert len(inspector.series.objects) == 1
+    inspector._tap.event(x=900.0, y=16.5)
+    assert "outside the 32 x 356 detector" in inspector.note.object

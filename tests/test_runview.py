@@ -108,7 +108,7 @@ def test_bad_inputs_are_named(run, tmp_path):
     qc = json.loads((run.run_dir / "qc.json").read_text())
     qc["stages"]["depths"]["planet"]["output_dir"] = "/etc"
     (tmp_path / "qc.json").write_text(json.dumps(qc))
-    with pytest.raises(DataError, match="outside the run directory"):
+    with pytest.raises(DataError, match="output directory /etc lies outside"):
         rv.load_stage_output(tmp_path, "depths", None)
     with pytest.raises(DataError, match="no top_level_calib output for AIRS-CH0"):
         rv.load_stage_output(run.run_dir, "top_level_calib", "AIRS-CH0")
@@ -190,3 +190,62 @@ def test_cds_diagnostics_in_hours_with_the_gap_deviation(detector_chain):
     assert gap.title.startswith(f"Pair time gap minus nominal {np.median(dt[live]):.6g} s")
     assert np.all(np.abs(gap.y) <= np.abs(dt[live] - np.median(dt[live])).max() * 1e3 + 5e-4)
     assert gap.style == "points"
+
+
+def test_read_batch_and_reopen_a_planet(two_planet_batch, tmp_path):
+    root, batch = two_planet_batch
+    rows = rv.read_batch(batch)
+    assert [r["planet_id"] for r in rows] == [3000001, 3000002]
+    summary = json.loads((batch / "batch_summary.json").read_text())
+    for row, p in zip(rows, summary["planets"]):
+        qc = json.loads((batch / str(row["planet_id"]) / "qc.json").read_text())
+        depths = qc["stages"]["depths"]["planet"]["metrics"]
+        assert row["status"] == "ok" and row["white_depth_ppm"] == pytest.approx(depths["white_depth"] * 1e6)
+        assert row["chi2_red_median"] == pytest.approx(depths["chi2_red_median"])
+        # with labels: the white depth's z against the truth is an honest number of sigma
+        assert abs(row["z_white"]) < 5
+        passed, total = map(int, row["gates"].split("/"))
+        assert total == sum(len(r["gates"]) for per in qc["stages"].values() for r in per.values())
+        assert passed == total - (len(row["gates_failed"].split(", ")) if row["gates_failed"] else 0)
+    result = rv.load_result(rows[1]["run_dir"])
+    assert result.status == "ok" and result.planet.planet_id == 3000002
+    assert result.config_hash == summary["planets"][1]["config_hash"]
+    # the batch pruned the detector frame planes (keep: series): those outputs are listed without a directory
+    adc = result.record("adc", "AIRS-CH0")
+    assert adc.output_dir is None and "not kept" in adc.reason
+    assert result.diagnostics("depths") and result.diagnostics("trace", "AIRS-CH0")
+    lc = rv.light_curves(rows[1]["run_dir"], "AIRS-CH0", 100)
+    assert lc.good.any()
+    # bad inputs
+    with pytest.raises(DataError, match="batch_summary.json: missing"):
+        rv.read_batch(tmp_path)
+    (tmp_path / "batch_summary.json").write_text(json.dumps({"planets": [{"planet_id": 1, "run_dir": "/etc"}]}))
+    with pytest.raises(DataError, match="planet run directory /etc lies outside"):
+        rv.read_batch(tmp_path)
+    (tmp_path / "batch_summary.json").write_text("[]")
+    with pytest.raises(DataError, match="no 'planets' list"):
+        rv.read_batch(tmp_path)
+
+
+def test_pixel_series_and_its_dq_flags(run):
+    out = run.output("cds", "AIRS-CH0")
+    data, dq = np.asarray(out.fields["data"]), np.asarray(out.fields["dq"])
+    # a pixel with a DQ bit set somewhere (the demo has cosmic rays and hot pixels), else the trace centre
+    hits = np.argwhere(dq.any(axis=0))
+    r, c = map(int, hits[0]) if hits.size else (16, 200)
+    px = rv.pixel_series(out, r, c)
+    np.testing.assert_array_equal(px.value, data[:, r, c].astype(np.float64))
+    np.testing.assert_allclose(px.time_h, np.asarray(out.fields["frame_time_s"]) / 3600.0)
+    from calib_core.dq import DQ
+
+    for name, idx in px.flags.items():
+        np.testing.assert_array_equal(idx, np.flatnonzero(dq[:, r, c] & int(DQ[name])))
+    assert sum(len(i) for i in px.flags.values()) >= np.count_nonzero(dq[:, r, c])
+    (plot,) = px.plots()
+    assert [o.label for o in plot.overlay] == list(px.flags) and plot.style == "points"
+    assert rv.pixel_at(200.7, 16.2) == (16, 200)
+    with pytest.raises(DataError, match=r"pixel \(99, 0\) outside the 32 x 356 detector"):
+        rv.pixel_series(out, 99, 0)
+    phot = run.output("photometry", "AIRS-CH0")
+    with pytest.raises(DataError, match="no frame planes stored"):
+        rv.pixel_series(phot, 0, 0)
