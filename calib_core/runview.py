@@ -593,8 +593,8 @@ def load_result(run_dir: str | Path) -> Any:
 
 
 #: columns of :func:`read_batch` rows
-BATCH_COLUMNS = ("planet_id", "status", "gates_failed", "gates", "chi2_red_median", "white_depth_ppm",
-                 "white_depth_err_ppm", "z_white", "seconds", "message")
+BATCH_COLUMNS = ("planet_id", "status", "gates", "chi2_red_median", "white_depth_ppm", "white_depth_err_ppm",
+                 "z_white", "seconds", "gates_failed", "message")
 
 
 def read_batch(batch_dir: str | Path) -> list[dict]:
