@@ -15,7 +15,8 @@ from typing import Any
 import panel as pn
 
 from calib_core.diagnostics import Series
-from calib_core.runview import RunSnapshot, compare_spectra, config_diff, gates_side_by_side, snapshot_result
+from calib_core.runview import (RunSnapshot, compare_spectra, config_diff, gates_side_by_side, snapshot_result,
+                                white_light_overlays)
 from calib_core.stages.depths.step import break_between
 
 from .render import render
@@ -108,7 +109,8 @@ class CompareTab(pn.viewable.Viewer):
             return
         self._shown = key
         if a is None or b is None:
-            self.diff.object = "<span class='cmp-note'>No runs yet: run the chain (twice, with a change) to compare.</span>"
+            self.diff.object = ("<span class='cmp-note'>No runs yet: run the chain (twice, with a change) to "
+                                "compare.</span>")
             self.gates.object = ""
             self.plots.objects = []
             return
@@ -150,7 +152,7 @@ class CompareTab(pn.viewable.Viewer):
                          overlay=[Series("", wl, gap(d.mu_b), yerr=gap(d.sigma_b), label="B")])
         z = Series(f"Difference (B - A) / combined sigma (max |z| {d.max_abs_z:.2f})", wl, gap(d.z),
                    xlabel="wavelength (um)", ylabel="sigma", label="z", style="points")
-        return [render(overlay), render(z)]
+        return [render(overlay), render(z), *(render(p) for p in white_light_overlays(a, b))]
 
     def __panel__(self) -> pn.Row:
         return self._layout

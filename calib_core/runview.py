@@ -33,9 +33,10 @@ from .stages.errors import DataError
 from .store import StoredOutput, load_output
 from .transit import Geometry, light_curve, time_bin
 
-__all__ = ["BATCH_COLUMNS", "LightCurves", "PixelSeries", "pixel_at", "pixel_series", "RESULT_FILES", "RunSnapshot", "SpectrumDiff", "channel_grid", "compare_spectra",
-           "config_diff", "gates_side_by_side", "light_curves", "load_result", "read_batch", "lightcurve_plots", "load_stage_output",
-           "nearest_channel", "read_qc", "read_run", "results_zip", "snapshot_result"]
+__all__ = ["BATCH_COLUMNS", "LightCurves", "PixelSeries", "RESULT_FILES", "RunSnapshot", "SpectrumDiff",
+           "channel_grid", "compare_spectra", "config_diff", "gates_side_by_side", "light_curves", "lightcurve_plots",
+           "load_result", "load_stage_output", "nearest_channel", "pixel_at", "pixel_series", "read_batch", "read_qc",
+           "read_run", "results_zip", "snapshot_result", "white_light_overlays"]
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,17 @@ class RunSnapshot:
     instrument: np.ndarray       #: index into ``instruments`` per row
     instruments: list[str]
     metrics: dict                #: the depths stage's metrics (white depth, chi2, ...)
+    white: dict = field(default_factory=dict)  #: instrument -> (time_h, flux, err, model) of the white-light fit
+
+
+def _white_of(depths: StoredOutput) -> dict:
+    """The depths stage's white-light curves and batman models (its plot rows), copied into memory."""
+    f, out = depths.fields, {}
+    for n, inst in enumerate(depths.meta.get("white_instruments", [])):
+        t, y, e, m = (np.array(f[k][n], np.float64) for k in ("white_time_h", "white_flux", "white_err", "white_model"))
+        keep = np.isfinite(t)
+        out[inst] = (t[keep], y[keep], e[keep], m[keep])
+    return out
 
 
 def _gates_of(qc: dict) -> list[dict]:
@@ -358,10 +370,11 @@ def read_run(run_dir: str | Path, label: str | None = None) -> RunSnapshot:
         inst = np.array(f["instrument"], np.int16)
         insts = list(depths.meta.get("instruments", []))
         metrics = (qc["stages"].get("depths", {}).get(PLANET_SCOPE_DIR) or {}).get("metrics", {})
+        white = _white_of(depths)
     else:
-        arrays, inst, insts, metrics = [np.empty(0)] * 3, np.empty(0, np.int16), [], {}
+        arrays, inst, insts, metrics, white = [np.empty(0)] * 3, np.empty(0, np.int16), [], {}, {}
     return RunSnapshot(label or root.name, str(qc.get("status")), content, config_hash(cfg), _gates_of(qc),
-                       *arrays, inst, insts, dict(metrics))
+                       *arrays, inst, insts, dict(metrics), white)
 
 
 def snapshot_result(result: Any, cfg: Any, label: str) -> RunSnapshot:
@@ -379,10 +392,11 @@ def snapshot_result(result: Any, cfg: Any, label: str) -> RunSnapshot:
         inst, insts = np.array(f["instrument"], np.int16), list(depths.meta.get("instruments", []))
         rec = result.record("depths", None)
         metrics = {k: v for k, v in (rec.metrics if rec else {}).items() if np.isscalar(v)}
+        white = _white_of(depths)
     else:
-        arrays, inst, insts, metrics = [np.empty(0)] * 3, np.empty(0, np.int16), [], {}
+        arrays, inst, insts, metrics, white = [np.empty(0)] * 3, np.empty(0, np.int16), [], {}, {}
     return RunSnapshot(label, result.status, typed_content(cfg), config_hash(cfg), _gates_of(qc), *arrays, inst,
-                       insts, metrics)
+                       insts, metrics, white)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -448,6 +462,26 @@ def compare_spectra(a: RunSnapshot, b: RunSnapshot) -> SpectrumDiff:
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (b.mu - a.mu) / np.hypot(a.sigma, b.sigma)
     return SpectrumDiff(a.wavelength_um, a.mu, a.sigma, b.mu, b.sigma, z, a.instrument)
+
+
+def white_light_overlays(a: RunSnapshot, b: RunSnapshot) -> list:
+    """Typed plot data: per instrument fitted by both runs, A's and B's white light and batman models overlaid,
+    titled with both white depths (ppm)."""
+    from .diagnostics import Series
+
+    plots = []
+    for inst in [i for i in a.white if i in b.white]:
+        (ta, ya, ea, ma), (tb, yb, eb, mb) = a.white[inst], b.white[inst]
+        da = float(a.metrics.get("white_depth", float("nan"))) * 1e6 if inst == a.metrics.get("white_instrument") \
+            else float("nan")
+        db = float(b.metrics.get("white_depth", float("nan"))) * 1e6 if inst == b.metrics.get("white_instrument") \
+            else float("nan")
+        depths = f" (white depth A {da:.0f} ppm, B {db:.0f} ppm)" if np.isfinite(da) and np.isfinite(db) else ""
+        plots.append(Series(f"White light {inst}: fits of A and B{depths}", ta, ya, xlabel="time since visit start (h)",
+                            ylabel="normalised flux", yerr=ea, label="A data", style="points",
+                            overlay=[Series("", tb, yb, yerr=eb, label="B data", style="points"),
+                                     Series("", ta, ma, label="A model"), Series("", tb, mb, label="B model")]))
+    return plots
 
 
 def gates_side_by_side(a: RunSnapshot, b: RunSnapshot) -> list[dict]:

@@ -441,6 +441,7 @@ def test_compare_two_runs_shows_exactly_the_changed_key(fresh_page):
     expect(page.locator(".compare-gates")).to_contain_text("coverage_frac")
     titles = plot_titles(page)
     assert any(t.startswith("Difference (B - A) / combined sigma") for t in titles)
+    assert any(t.startswith("White light AIRS-CH0: fits of A and B (white depth A") for t in titles)
     shot(page, "issue15_compare.png")
 
 

@@ -144,6 +144,16 @@ def test_snapshots_diff_and_compare(run, demo_root, tmp_path):
                             np.empty(0, np.int16), [], {})
     with pytest.raises(DataError, match="run D: no spectrum"):
         rv.compare_spectra(snap, failed)
+    # white-light fits overlaid: the depths stage's curves and models, both white depths in the title
+    depths = run.output("depths")
+    plots = rv.white_light_overlays(snap, same)
+    assert len(plots) == len(depths.meta["white_instruments"]) >= 1
+    n = depths.meta["white_instruments"].index(snap.metrics["white_instrument"])
+    plot = plots[n]
+    model = np.asarray(depths.fields["white_model"][n], np.float64)
+    np.testing.assert_allclose(plot.overlay[2].y, model[np.isfinite(model)])
+    assert f"A {snap.metrics['white_depth'] * 1e6:.0f} ppm" in plot.title
+    assert rv.white_light_overlays(snap, failed) == []
     rows = rv.gates_side_by_side(snap, failed)
     assert len(rows) == len(snap.gates) and all(r["b"] is None for r in rows)
 
