@@ -16,14 +16,15 @@ import numpy as np
 import panel as pn
 
 from calib_core.diagnostics import Series
-from calib_core.runview import channel_grid, light_curves, lightcurve_plots, nearest_channel
+from calib_core.runview import channel_at, channel_grid, light_curves, lightcurve_plots, nearest_channel
 
 from .render import PLOT_HEIGHT, render, render_element
 from .state import AppState
 
-__all__ = ["LightCurvesTab", "TITLE"]
+__all__ = ["LightCurvesTab", "SPECTRUM_TITLE", "TITLE"]
 
 TITLE = "Light curves"
+SPECTRUM_TITLE = "Transmission spectrum"   #: the depths tab's spectrum: a click on it opens the channel here
 _CSS = """
 .lc-note { color: #555; font-size: 13px; }
 .lc-title { font-size: 17px; font-weight: 600; color: #1d2b36; }
@@ -102,6 +103,26 @@ class LightCurvesTab(pn.viewable.Viewer):
             self._tap.source = element
             self.spectrum.object = element.opts(height=PLOT_HEIGHT - 60, show_legend=False, tools=["hover", "tap"])
             self._show_curves()
+
+    def open_wavelength(self, wavelength_um: float) -> bool:
+        """Select the instrument and channel nearest to ``wavelength_um`` (a click on the depths tab's spectrum).
+
+        Returns False (nothing changed) without a finished run.
+        """
+        result = self.state.result
+        if result is None or result.status != "ok":
+            return False
+        try:
+            instrument, channel = channel_at(result.run_dir, wavelength_um)
+        except ValueError as exc:  # DataError
+            self.state.report_error(f"open channel: {exc}")
+            return False
+        if self.state.instrument != instrument:
+            self.state.instrument = instrument
+        self.refresh()
+        self.channel.value = channel
+        self._show_curves()
+        return True
 
     def _on_tap(self, *events: Any) -> None:
         if self._grid is None or self._tap.x is None:

@@ -236,6 +236,8 @@ class LivePlot:
     plot : calib_core.diagnostics.Plot
         Plot data of a kind with a HoloViews element (:class:`Histogram`, :class:`Image`,
         :class:`Series`, :class:`Bars`).
+    tap : bool
+        Record clicks on the figure in :attr:`tap`.
 
     Raises
     ------
@@ -250,10 +252,15 @@ class LivePlot:
     colour ranges follow the new data.
     """
 
-    def __init__(self, plot: Plot):
+    def __init__(self, plot: Plot, tap: bool = False):
         self.layout = plot_layout(plot)
         self._pipe = hv.streams.Pipe(data=_framewise(render_element(plot)))
-        dmap = hv.DynamicMap(lambda data: data, streams=[self._pipe])
+        #: with ``tap``: a :class:`holoviews.streams.Tap` of clicks on the figure (data coordinates)
+        self.tap = hv.streams.Tap(x=None, y=None) if tap else None
+        if self.tap is None:
+            dmap = hv.DynamicMap(lambda data: data, streams=[self._pipe])
+        else:   # a stream of a DynamicMap must be one of its own streams to be linked to the figure
+            dmap = hv.DynamicMap(lambda data, x, y: data, streams=[self._pipe, self.tap])
         self.pane = pn.pane.HoloViews(dmap, sizing_mode="stretch_width", linked_axes=False,
                                       css_classes=["diag-plot", f"diag-{plot.kind}"])
 

@@ -21,7 +21,7 @@ from calib_core.diagnostics import Table
 from calib_core.stages import stage_info
 
 from .downloads import results_button
-from .investigate import investigation_tabs
+from .investigate import investigation_tabs, link_stage_tabs
 from .pixels import FRAME_STAGES, PixelInspector
 from .render import LivePlot, render
 from .state import PROFILES, AppState
@@ -138,6 +138,8 @@ class StageTab(pn.viewable.Viewer):
         self.tables = pn.Column(sizing_mode="stretch_width", css_classes=["stage-tables"])
         self._shown: tuple | None = None
         self._live: list[LivePlot | None] = []
+        self.tap_handlers: dict[str, Any] = {}    #: plot title -> handler(x, y) of a click on that plot
+        self._taps: list = []
         self._controls = pn.Column(pn.pane.HTML("<b>Configuration</b> <span class='stage-note'>calib."
                                                 f"{html.escape(stage)}</span>", stylesheets=[APP_CSS]),
                                    width=330, css_classes=["stage-controls"], margin=(0, 10, 0, 0))
@@ -226,7 +228,9 @@ class StageTab(pn.viewable.Viewer):
         plot_items = [item for item in items if not isinstance(item, Table)]
         table_items = [item for item in items if isinstance(item, Table)]
         if not self._update_live(plot_items):
-            self._live = [self._live_plot(item) for item in plot_items]
+            self._live = [self._live_plot(item, getattr(item, "title", "") in self.tap_handlers)
+                          for item in plot_items]
+            self._link_taps(plot_items)
             panes = [live.pane if live is not None else render(item) for live, item in zip(self._live, plot_items)]
             # one plot per row: two side by side cut titles, squeezed legends and made x ticks collide
             self.plots.objects = panes
@@ -244,6 +248,16 @@ class StageTab(pn.viewable.Viewer):
         if self.inspector is not None:
             self.inspector.refresh()
 
+    def _link_taps(self, plot_items: list) -> None:
+        """A click on a plot whose title has a handler in :attr:`tap_handlers` calls it with the data (x, y)."""
+        self._taps = []
+        for live, item in zip(self._live, plot_items):
+            handler = self.tap_handlers.get(getattr(item, "title", ""))
+            if live is not None and live.tap is not None and handler is not None:
+                tap = live.tap
+                tap.param.watch(lambda *e, t=tap, h=handler: t.x is not None and h(t.x, t.y), ["x", "y"])
+                self._taps.append(tap)
+
     def _update_live(self, plot_items: list[dict]) -> bool:
         """Put new data into the shown figures; False (nothing changed) if their number or a layout differs."""
         if len(plot_items) != len(self._live) or not plot_items or None in self._live:
@@ -256,9 +270,9 @@ class StageTab(pn.viewable.Viewer):
         return True
 
     @staticmethod
-    def _live_plot(item: dict) -> LivePlot | None:
+    def _live_plot(item: dict, tap: bool = False) -> LivePlot | None:
         try:
-            return LivePlot(item)
+            return LivePlot(item, tap=tap)
         except Exception:  # noqa: BLE001 -- unrenderable plot data is shown as a block by render()
             return None
 
@@ -403,6 +417,12 @@ class AppView(pn.viewable.Viewer):
             sizing_mode="stretch_width", css_classes=["app-sidebar"])
         self._update_rerun_label()
 
+    def show_tab(self, tab: Any) -> None:
+        """Open the investigation tab ``tab`` (one of :attr:`extra_tabs`)."""
+        for i, (_, t) in enumerate(self.extra_tabs):
+            if t is tab:
+                self.tabs.active = len(self.stage_tabs) + 1 + i
+
     def show_stage(self, stage: str) -> None:
         """Open the tab of ``stage`` (used by the investigation tabs)."""
         if stage in self.stage_tabs:
@@ -413,6 +433,7 @@ class AppView(pn.viewable.Viewer):
         self.stage_tabs = {s: StageTab(self.state, s) for s in stages}
         for tab in self.stage_tabs.values():
             tab.refresh_status()
+        link_stage_tabs(self)     # e.g. a click on the depths tab's spectrum opens the channel in Light curves
         self.summary.refresh()
         self.tabs[:] = [*((tab_label(s), t) for s, t in self.stage_tabs.items()), ("Summary", self.summary),
                         *((title, t) for title, t in self.extra_tabs)]

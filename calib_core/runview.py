@@ -34,9 +34,9 @@ from .store import StoredOutput, load_output
 from .transit import Geometry, light_curve, time_bin
 
 __all__ = ["BATCH_COLUMNS", "LightCurves", "PixelSeries", "RESULT_FILES", "RunSnapshot", "SpectrumDiff",
-           "channel_grid", "compare_spectra", "config_diff", "gates_side_by_side", "light_curves", "lightcurve_plots",
-           "load_result", "load_stage_output", "nearest_channel", "pixel_at", "pixel_series", "read_batch", "read_qc",
-           "read_run", "results_zip", "snapshot_result", "white_light_overlays"]
+           "channel_at", "channel_grid", "compare_spectra", "config_diff", "gates_side_by_side", "light_curves",
+           "lightcurve_plots", "load_result", "load_stage_output", "nearest_channel", "pixel_at", "pixel_series",
+           "read_batch", "read_qc", "read_run", "results_zip", "snapshot_result", "white_light_overlays"]
 
 log = logging.getLogger(__name__)
 
@@ -534,6 +534,31 @@ def channel_grid(run_dir: str | Path, instrument: str) -> tuple[np.ndarray, np.n
     grid = np.asarray(trace.fields["channel_grid"], np.float64).reshape(-1)
     rows = _depth_rows(depths, instrument, grid)
     return grid, np.asarray(depths.fields["mu"], np.float64)[rows], np.asarray(depths.fields["sigma"], np.float64)[rows]
+
+
+def channel_at(run_dir: str | Path, wavelength_um: float) -> tuple[str, int]:
+    """``(instrument, channel index)`` of the channel nearest to ``wavelength_um`` over every instrument of the run.
+
+    Raises
+    ------
+    DataError
+        The run has no trace/depths output for any instrument, or the wavelength is not finite.
+    """
+    root = Path(run_dir).expanduser().resolve()
+    qc = read_qc(root)
+    best: tuple[float, str, int] | None = None
+    for inst in qc["stages"].get("trace", {}):
+        try:
+            grid, _, _ = channel_grid(root, inst)
+        except DataError:
+            continue
+        c = nearest_channel(grid, wavelength_um)
+        distance = abs(float(grid[c]) - float(wavelength_um))
+        if best is None or distance < best[0]:
+            best = (distance, inst, c)
+    if best is None:
+        raise DataError(f"{root}: no instrument with trace and depths outputs")
+    return best[1], best[2]
 
 
 def nearest_channel(grid: np.ndarray, wavelength_um: float) -> int:

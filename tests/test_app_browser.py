@@ -394,14 +394,24 @@ def test_rough_edges_are_fixed(fresh_page):
 
 def test_light_curves_open_a_channel_from_a_click_on_the_spectrum(fresh_page):
     page = fresh_page
-    extra_tab(page, "Light curves").click()
+    # one click on the depths tab's spectrum opens the Light curves tab at that channel
+    open_tab(page, "depths")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text) === 'Transmission spectrum'))", timeout=RUN_TIMEOUT)
+    spectrum = page.locator(".stage-plots .diag-plot").first.locator(".bk-Canvas, canvas").first
+    box = spectrum.bounding_box()
+    spectrum.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.5})
     head = page.locator(".lc-head .lc-title")
-    expect(head).to_contain_text("AIRS-CH0 channel 141")
+    expect(head).to_contain_text("AIRS-CH0 channel")
+    opened = int(head.get_attribute("data-first"))
+    expect(extra_tab(page, "Light curves")).to_have_class(re.compile("bk-active"))
+    # then a click on the tab's own spectrum: a channel left of the middle
+    page.locator(".lc-channel").wait_for()
     spectrum = page.locator(".lc-spectrum .bk-Canvas, .lc-spectrum canvas").first
     expect(spectrum).to_be_visible()
     box = spectrum.bounding_box()
     spectrum.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.5})
-    expect(head).not_to_contain_text("channel 141")
+    expect(head).not_to_have_attribute("data-first", str(opened))
     first = int(head.get_attribute("data-first"))
     assert 0 < first < 141                      # left of the middle of the spectrum: a shorter wavelength
     expect(page.locator(".lc-plots .diag-plot")).to_have_count(4)

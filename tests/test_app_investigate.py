@@ -58,6 +58,24 @@ def test_light_curves_tab_opens_a_channel_from_a_click(ran):
     state.instrument = "AIRS-CH0"
 
 
+def test_a_click_on_the_depths_spectrum_opens_the_channel(ran):
+    state, view = ran
+    view.tabs.active = list(view.stage_tabs).index("depths")
+    depths = view.stage_tabs["depths"]
+    (tap,) = depths._taps
+    lc = _tab(view, LightCurvesTab)
+    tap.event(x=0.7, y=0.01)                             # FGS1's single channel
+    assert state.instrument == "FGS1" and view.tabs.active == len(view.stage_tabs) + 1
+    assert "FGS1 channel 0" in lc.head.object
+    state.instrument = "AIRS-CH0"
+    view.tabs.active = list(view.stage_tabs).index("depths")
+    tap.event(x=3.0, y=0.01)
+    assert state.instrument == "AIRS-CH0" and view.tabs.active == len(view.stage_tabs) + 1
+    grid = lc._grid
+    assert lc.channel.value == int(np.argmin(np.abs(grid - 3.0)))
+    assert f"data-first='{lc.channel.value}'" in lc.head.object
+
+
 def test_compare_tab_shows_exactly_the_changed_key(ran):
     state, view = ran
     tab = _tab(view, CompareTab)

@@ -115,6 +115,11 @@ def test_bad_inputs_are_named(run, tmp_path):
     with pytest.raises(DataError, match="no channel near"):
         rv.nearest_channel(np.array([]), 1.0)
     assert rv.nearest_channel(np.array([1.0, 2.0, 3.0]), 2.4) == 1
+    grid, _, _ = rv.channel_grid(run.run_dir, "AIRS-CH0")
+    assert rv.channel_at(run.run_dir, float(grid[57]) + 1e-5) == ("AIRS-CH0", 57)
+    assert rv.channel_at(run.run_dir, 0.71) == ("FGS1", 0)
+    with pytest.raises(DataError, match="no channel near nan"):
+        rv.channel_at(run.run_dir, float("nan"))
 
 
 def test_snapshots_diff_and_compare(run, demo_root, tmp_path):
