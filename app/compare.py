@@ -14,10 +14,9 @@ from typing import Any
 
 import panel as pn
 
-from calib_core.diagnostics import Series
+from calib_core.diagnostics import Series, break_between
 from calib_core.runview import (RunSnapshot, compare_spectra, config_diff, gates_side_by_side, snapshot_result,
                                 white_light_overlays)
-from calib_core.stages.depths.step import break_between
 
 from .render import render
 from .state import AppState

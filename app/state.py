@@ -60,7 +60,7 @@ _shared_runs: dict[str, tuple[threading.Lock, Path]] = {}
 
 @functools.cache
 def _demo_root_cached(seed: int) -> Path:
-    from calib_core.io import ensure_demo
+    from calib_core.sim import ensure_demo
 
     return ensure_demo(seed=seed)
 

@@ -7,7 +7,7 @@ the 283 depths with the truth.  Per regime (all seeds pooled) it prints:
 * ``AIRS z mean / std``: ``(mu - truth) / sigma`` over the 282 AIRS-CH0 channels of every seed;
 * ``FGS1 z`` and ``white z`` per seed (the FGS1 depth and the AIRS-CH0 white-light depth);
 * ``sig/lim``: median over channels of sigma / the photon + read-noise limit computed from the
-  simulation's truth (:func:`calib_core.noise_limit.truth_noise_limit`: optimal extraction of the injected
+  simulation's truth (:func:`calib_core.sim.noise_limit.truth_noise_limit`: optimal extraction of the injected
   star, flat, dark and read noise; known shape; constant baseline; a lower bound);
 * ``err/lim``: the rms over channels and seeds of ``(mu - truth) / limit`` (the actual error in units of
   the limit);
@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from calib_core import compose_config, make_demo, run_chain
-from calib_core.io.demo import DEMO_PLANET_ID, load_truth
-from calib_core.noise_limit import truth_noise_limit
+from calib_core.sim import DEMO_PLANET_ID, load_truth
+from calib_core.sim.noise_limit import truth_noise_limit
 from calib_core.sigma.metrics import challenge_score
 
 #: 2025 training labels (ariel_data.md 4.5): mean over all AIRS bins, spread of a bin across planets

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from calib_core.batch import run_batch
-from calib_core.io.demo import DEFAULT_N_PAIRS, make_demo
+from calib_core.sim import DEFAULT_N_PAIRS, make_demo
 
 FIRST_ID = 3100001
 NIGHT_H = 8.0

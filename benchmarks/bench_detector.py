@@ -5,7 +5,7 @@ process so the peak memory of one does not pollute the other:
 
 * **ours**: the ``calib_core`` stages through their adapters, streaming the raw
   parquet in chunks and writing every stage output through a
-  :class:`calib_core.frames.StoreWriter` into a temporary directory
+  :class:`calib_core.store.StoreWriter` into a temporary directory
   (``--store-dir``; ``/dev/shm`` takes the disk out).  A stage's time is its
   ``run`` (reading its input and filling data, variance and dq planes), as
   the chain runner records it; the commit (closing the planes, meta.json, rename) is
@@ -153,7 +153,7 @@ def run_ours(root: str, planet_id: int | None, instrument: str, max_frames: int 
     A stage's time covers its ``run`` (as the chain runner records it); the
     commit (closing the planes, writing meta.json, the rename into place) is timed separately.
     """
-    from calib_core.frames import StoreWriter
+    from calib_core.store import StoreWriter
     from calib_core.stages import get_stage
     from calib_core.stages.base import RawInput, StageContext
 
@@ -165,7 +165,7 @@ def run_ours(root: str, planet_id: int | None, instrument: str, max_frames: int 
     inp: Any = RawInput(planet, instrument)
     with tempfile.TemporaryDirectory(prefix="bench-ours-", dir=store_dir) as tmp:
         for name in STAGES:
-            ctx = StageContext(planet=planet, instrument=instrument, stage_cfgs=cfgs, chunk_frames=chunk_frames)
+            ctx = StageContext.of(name, planet, instrument, cfgs, chunk_frames=chunk_frames)
             with StoreWriter(Path(tmp) / name) as writer:
                 t0, c0 = time.perf_counter(), time.process_time()
                 get_stage(name).run(inp, cfgs[name], ctx, writer)
@@ -204,20 +204,20 @@ def run_ours_streamed(root: str, planet_id: int | None, instrument: str, max_fra
 def _streamed_pass(planet: LimitedPlanet, instrument: str, chunk_frames: int,
                    store_dir: str | None) -> tuple[float, float, int]:
     """One streamed run; its wall and CPU seconds and the number of CDS frames."""
-    from calib_core.frames import StoredOutput, StoreWriter
+    from calib_core.store import StoredOutput, StoreWriter
     from calib_core.stages import get_stage
     from calib_core.stages.base import RawInput, StageContext
-    from calib_core.stages.common import stream_chain
+    from calib_core.stages.streaming import stream_chain
 
     cfgs = {name: get_stage(name).Config() for name in STAGES}
-    ctx = StageContext(planet=planet, instrument=instrument, stage_cfgs=cfgs, chunk_frames=chunk_frames)
+    ctx = {name: StageContext.of(name, planet, instrument, cfgs, chunk_frames=chunk_frames) for name in STAGES}
     t0, c0 = time.perf_counter(), time.process_time()
-    opened = stream_chain([(get_stage(name), cfgs[name], ctx) for name in STAGES[:-1]], RawInput(planet, instrument),
-                          chunk_frames)
+    opened = stream_chain([(get_stage(name), cfgs[name], ctx[name]) for name in STAGES[:-1]],
+                          RawInput(planet, instrument), chunk_frames)
     source = opened[-1][1]
     with tempfile.TemporaryDirectory(prefix="bench-streamed-", dir=store_dir) as tmp:
         with StoreWriter(Path(tmp) / "cds") as writer:
-            get_stage("cds").run(source, cfgs["cds"], ctx, writer)
+            get_stage("cds").run(source, cfgs["cds"], ctx["cds"], writer)
             source.exhaust()
             for name, (stream, _) in zip(STAGES, opened):
                 with StoreWriter(Path(tmp) / name) as small:
@@ -288,7 +288,7 @@ def _available_bytes() -> float:
 def _resolve_root(args: argparse.Namespace) -> tuple[str, int | None]:
     if args.root:
         return args.root, args.planet_id
-    from calib_core.io import DEMO_PLANET_ID, make_demo
+    from calib_core.sim import DEMO_PLANET_ID, make_demo
 
     data = Path(args.data).expanduser()
     if not (data / "train" / str(DEMO_PLANET_ID)).is_dir():

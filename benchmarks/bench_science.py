@@ -23,7 +23,7 @@ import numpy as np
 from calib_core.chain import run_chain
 from calib_core.config import compose_config
 from calib_core.io import open_planet
-from calib_core.io.demo import make_demo
+from calib_core.sim import make_demo
 
 
 def _peak_rss_gb() -> float:

@@ -11,9 +11,10 @@ The small public API::
     result.diagnostics("cds", "AIRS-CH0")                        # plot data of one stage
 
 Stages live in :mod:`calib_core.stages` (one package each), the data layer in
-:mod:`calib_core.io`, sigma calibration in :mod:`calib_core.sigma`; the layers are
-drawn in ``configs/calib/architecture.md``.  Importing the package imports nothing
-else: each name is loaded on first use, so composing a profile pulls in no numerics.
+:mod:`calib_core.io`, the demo simulator in :mod:`calib_core.sim`, sigma calibration in
+:mod:`calib_core.sigma`; the layers are drawn in ``configs/calib/architecture.md``.  Importing
+the package imports nothing else: each name is loaded on first use, so composing a profile
+pulls in no numerics.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _WHERE = {
     "RunResult": "chain", "run_chain": "chain",
     "ConfigError": "config", "compose_config": "config", "config_hash": "config", "config_to_yaml": "config",
     "DataLayoutError": "io", "list_planets": "io", "open_planet": "io",
-    "ensure_demo": "io.demo", "make_demo": "io.demo",
+    "ensure_demo": "sim", "make_demo": "sim",
 }
 
 __all__ = [

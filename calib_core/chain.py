@@ -85,7 +85,7 @@ class RunResult:
     config_hash: str
     records: list[StageRecord]
     message: str = ""
-    planet: Any = None                            #: the :class:`calib_core.io.kaggle.Planet` that was run
+    planet: Any = None                            #: the :class:`calib_core.io.planet.Planet` that was run
     validated: ValidatedConfig | None = None
 
     def record(self, stage: str, instrument: str | None = None) -> StageRecord | None:
@@ -138,11 +138,12 @@ class _StoredOutputs(Mapping):
 
 def resolve_planet(vc: ValidatedConfig):
     """Open the planet the config points at (generating the demo planet when ``data.root`` is null)."""
-    from .io import demo, open_planet
+    from .io import open_planet
+    from .sim import ensure_demo
 
     data = vc.data
     if data.root is None:
-        root = demo.ensure_demo(seed=data.demo_seed)
+        root = ensure_demo(seed=data.demo_seed)
         return open_planet(root, planet_id=data.planet_id, split=data.split, visit=data.visit)
     return open_planet(Path(str(data.root)).expanduser(), planet_id=data.planet_id, split=data.split,
                        visit=data.visit)

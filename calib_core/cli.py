@@ -256,8 +256,8 @@ def _dvc(args: argparse.Namespace) -> int:
 def _check_make_demo_args(args: argparse.Namespace) -> None:
     """One ConfigError line naming the option for every argument make_demo would refuse."""
     from .config import ConfigError
-    from .io.demo import DEFAULT_N_PAIRS
-    from .io.kaggle import FULL_FRAMES
+    from .sim import DEFAULT_N_PAIRS
+    from .io.layout import FULL_FRAMES
 
     if args.seed < 0:
         raise ConfigError("--seed", args.seed, "must be >= 0")
@@ -278,7 +278,7 @@ def _check_make_demo_args(args: argparse.Namespace) -> None:
 
 
 def _make_demo(args: argparse.Namespace) -> int:
-    from .io.demo import make_demo
+    from .sim import make_demo
 
     _check_make_demo_args(args)
     out = make_demo(args.out, seed=args.seed, full=args.full, planet_id=args.planet_id, n_pairs=args.n_pairs,

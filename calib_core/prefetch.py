@@ -1,7 +1,7 @@
 """Produce the items of an iterator ahead, in a background thread.
 
 Used where the work behind each item releases the GIL -- parquet decoding
-(:mod:`calib_core.io.kaggle`) and the compiled stage kernels of a streamed
+(:mod:`calib_core.io.parquet_frames`) and the compiled stage kernels of a streamed
 ADC -> Dark -> Flat chain (:class:`calib_core.frames.StreamedSource`) -- so
 that it runs on the other core while the caller works on the previous item.
 """

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .io.kaggle import CALIBRATION_NAMES, DataLayoutError
+from .io.layout import CALIBRATION_NAMES, DataLayoutError
 from .rundir import STATE_NAME
 from .store import atomic_write_json, atomic_write_text
 

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """A small demo planet (48 read pairs per instrument) in the Kaggle layout, with truth."""
-    from calib_core.io.demo import make_demo
+    from calib_core.sim import make_demo
 
     return make_demo(tmp_path_factory.mktemp("demo") / "data", seed=0, n_pairs=48)
 
@@ -23,7 +23,7 @@ DETECTOR_STAGES = ("adc", "dark", "flat", "cds")
 @pytest.fixture(scope="session")
 def detector_demo(tmp_path_factory):
     """Demo planet for the detector-stage tests: 40 read pairs per instrument, 3 pairs dropped."""
-    from calib_core.io.demo import make_demo
+    from calib_core.sim import make_demo
 
     return make_demo(tmp_path_factory.mktemp("detector_demo") / "data", seed=1, n_pairs=40, drop_pairs=3)
 
@@ -84,7 +84,7 @@ def two_planet_batch(tmp_path_factory):
     """``(data_root, batch_dir)``: two demo planets and a ``spectramind batch`` run of both (nominal profile)
     whose output directory lies inside the data root (a root the app may open)."""
     from calib_core.batch import run_batch
-    from calib_core.io.demo import make_demo
+    from calib_core.sim import make_demo
 
     root = make_demo(tmp_path_factory.mktemp("two_planets") / "data", seed=0, n_pairs=48, planet_id=3000001)
     make_demo(root, seed=6, n_pairs=48, planet_id=3000002)

@@ -10,7 +10,7 @@ import pytest
 
 from calib_core.cli import main
 from calib_core.io import open_planet
-from calib_core.io.demo import ensure_demo
+from calib_core.sim import ensure_demo
 
 
 @pytest.mark.slow

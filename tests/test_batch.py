@@ -22,7 +22,7 @@ import pytest
 from calib_core.batch import BatchProgress, PlanetOutcome, check_complete, prune_run_dir
 from calib_core.cli import main
 from calib_core.io import open_planet
-from calib_core.io.demo import make_demo
+from calib_core.sim import make_demo
 
 GOOD, BAD = (2000001, 2000002), 2000003
 

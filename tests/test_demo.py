@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 from astropy.stats import sigma_clip
 
-from calib_core.io import DEMO_PLANET_ID, INSTRUMENTS, expected_cds, load_truth, make_demo, open_planet
-from calib_core.io import demo as demo_module
+from calib_core.io import INSTRUMENTS, open_planet
+from calib_core.sim import DEMO_PLANET_ID, load_truth, make_demo
+from calib_core.sim import demo as demo_module
+from calib_core.sim import settings as demo_settings
+from calib_core.sim import writer as demo_writer
+from oracles.demo import expected_cds
 
 N_PAIRS = {"AIRS-CH0": 40, "FGS1": 200}  # FGS1 is cheap; more pairs make its light curve robust
 DROP = 2
@@ -205,9 +209,9 @@ def test_saturation_only_from_big_cosmic_rays(demo):
         saturated = set(zip(*np.nonzero(raw == 65535)))
         big = {(h["frame"], h["row"], h["col"]) for h in truth["cosmic_rays"]
                if h["instrument"] == inst and h["saturating"]}
-        assert saturated == big and len(big) == demo_module.N_SATURATING_HITS
+        assert saturated == big and len(big) == demo_settings.N_SATURATING_HITS
         hits = [h for h in truth["cosmic_rays"] if h["instrument"] == inst and not h["saturating"]]
-        assert len(hits) >= demo_module.CR_MIN_HITS
+        assert len(hits) >= demo_settings.CR_MIN_HITS
         assert all(500 * 0.1 <= h["electrons"] <= 20000 for h in hits)
         star_peak = truth[f"{inst}_sky"].max() * (0.1 + truth["instruments"][inst]["cds_s"]) * 1.1
         assert (star_peak + 1000) * 0.4369 < 0.5 * 65535, "the star must stay far from the ADC ceiling"
@@ -284,7 +288,7 @@ def test_out_dir_protection_and_atomicity(tmp_path, monkeypatch):
         raise RuntimeError("interrupted")
 
     fresh = tmp_path / "fresh"
-    monkeypatch.setattr(demo_module, "_write_metadata", fail)
+    monkeypatch.setattr(demo_module, "write_metadata", fail)
     with pytest.raises(RuntimeError, match="interrupted"):
         make_demo(fresh, n_pairs=4)
     assert list(fresh.iterdir()) == []
@@ -305,7 +309,7 @@ def test_full_size_axis_layout():
     """Full size reproduces the real axis_info (5625 AIRS pairs at 4.8 s, 67500 FGS pairs at 0.4 s)."""
     counts = demo_module._resolve_n_pairs(True, None)
     assert counts == {"AIRS-CH0": 5625, "FGS1": 67500}
-    cols = demo_module._axis_columns(counts)
+    cols = demo_writer._axis_columns(counts)
     assert all(v.size == 135000 for v in cols.values())
     airs_h = cols["AIRS-CH0-axis0-h"]
     assert np.isfinite(airs_h).sum() == 11250
@@ -318,9 +322,9 @@ def test_full_size_axis_layout():
 
 def test_ensure_demo_generates_once(tmp_path):
     root = demo_module.ensure_demo(seed=0, cache_dir=tmp_path)
-    assert root == tmp_path / f"demo-v{demo_module.GENERATOR_VERSION}-seed0"
+    assert root == tmp_path / f"demo-v{demo_settings.GENERATOR_VERSION}-seed0"
     signal = open_planet(root).signal_path("AIRS-CH0")
-    assert open_planet(root).n_frames("AIRS-CH0") == 2 * demo_module.DEFAULT_N_PAIRS
+    assert open_planet(root).n_frames("AIRS-CH0") == 2 * demo_settings.DEFAULT_N_PAIRS
     stamp = signal.stat().st_mtime_ns
     assert demo_module.ensure_demo(seed=0, cache_dir=tmp_path) == root
     assert signal.stat().st_mtime_ns == stamp

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from calib_core.io.demo import DEMO_PLANET_ID, expected_cds, load_truth, make_demo
+from calib_core.sim import DEMO_PLANET_ID, load_truth, make_demo
+from oracles.demo import expected_cds
 
 
 def _digest(path) -> str:

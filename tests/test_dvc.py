@@ -19,7 +19,7 @@ import yaml
 from calib_core.cli import main
 from calib_core.config import compose_config, config_hash
 from calib_core.dvc import MARKER
-from calib_core.io.demo import make_demo
+from calib_core.sim import make_demo
 
 BIN = Path(sys.executable).parent
 PLANETS = (2100001, 2100002)

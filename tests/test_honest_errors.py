@@ -9,14 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calib_core.stages.depths import step as depths
+from calib_core.stages.depths.channels import channel_free_degree, fit_channels
+from calib_core.stages.depths.config import DepthsConfig, FitConfig, LimbDarkeningConfig
+from calib_core.stages.depths.curves import Curves, baseline_design
+from calib_core.stages.depths.linear import fit_multiplicative
 from calib_core.transit import Geometry, light_curve
 
 GEOMETRY = Geometry(3.6, 4.2, 9.5, 88.6)
 
 
 def _noisy_curves(seed: int, n_chan: int = 60, n_time: int = 400, noise: float = 0.01,
-                  depth: float = 0.012) -> tuple[depths.Curves, np.ndarray]:
+                  depth: float = 0.012) -> tuple[Curves, np.ndarray]:
     """Channels of one transit with white noise ``noise`` per sample (depth S/N about 1 per channel)."""
     rng = np.random.default_rng(seed)
     time_h = np.linspace(0.0, 7.5, n_time)
@@ -25,7 +28,7 @@ def _noisy_curves(seed: int, n_chan: int = 60, n_time: int = 400, noise: float =
     truth = depth + 2e-4 * np.sin(3 * wl)
     flux = light_curve(time_h, GEOMETRY, truth, 0.15 + 0.3 * x, 0.08 + 0.15 * x)
     flux = flux + rng.normal(0.0, noise, flux.shape)
-    return depths.Curves(time_h, flux, np.full(flux.shape, noise ** -2), 0.0, wl), truth
+    return Curves(time_h, flux, np.full(flux.shape, noise ** -2), 0.0, wl), truth
 
 
 def test_low_snr_channels_keep_their_variance():
@@ -38,7 +41,7 @@ def test_low_snr_channels_keep_their_variance():
     z, ratio, low = [], [], 0
     for seed in range(4):
         curves, truth = _noisy_curves(seed, noise=0.08)
-        fit = depths.fit_channels(curves, GEOMETRY, np.sqrt(0.012), depths.LimbDarkeningConfig(), 2, (0.3, 0.15))
+        fit = fit_channels(curves, GEOMETRY, np.sqrt(0.012), LimbDarkeningConfig(), 2, (0.3, 0.15))
         sd = np.sqrt(fit.var_stat)
         ratio.append(sd / np.median(sd))
         z.append((fit.depth - truth) / sd)
@@ -51,7 +54,7 @@ def test_low_snr_channels_keep_their_variance():
 
 def test_noise_limit_matches_the_box_formula():
     """Box transit, equal weights: var(depth) = sigma^2 (1/N_in + (1 - depth)^2 / N_out) exactly."""
-    from calib_core.noise_limit import depth_noise_limit
+    from calib_core.stages.depths.noise_limit import depth_noise_limit
 
     n_in, n_out, sigma, depth = 120, 380, 2e-3, 0.02
     template = np.r_[np.ones(n_in), np.zeros(n_out)]
@@ -66,7 +69,7 @@ def test_noise_limit_matches_the_box_formula():
 def test_fit_channels_reports_a_limit_below_its_errors():
     """The data-derived limit sits below the fitted errors, by about the price of the fitted nuisances."""
     curves, _ = _noisy_curves(7, noise=0.004)
-    fit = depths.fit_channels(curves, GEOMETRY, np.sqrt(0.012), depths.LimbDarkeningConfig(), 2, (0.3, 0.15))
+    fit = fit_channels(curves, GEOMETRY, np.sqrt(0.012), LimbDarkeningConfig(), 2, (0.3, 0.15))
     ratio = np.sqrt(fit.var_stat) / fit.sigma_limit
     assert np.all(ratio > 1.0) and np.median(ratio) < 2.5
 
@@ -74,12 +77,12 @@ def test_fit_channels_reports_a_limit_below_its_errors():
 def test_shared_baseline_fit_reduces_to_the_free_fit_and_shares_the_quadratic():
     """With one basis function per channel the joint fit is the per-channel fit, to rounding; with a smooth
     basis the depth errors shrink, and the fitted shared quadratic follows the injected one."""
-    from calib_core.shared_baseline import fit_shared_multiplicative
+    from calib_core.stages.depths.shared_baseline import fit_shared_multiplicative
 
     rng = np.random.default_rng(1)
     m, c = 300, 12
     t = np.linspace(0.0, 7.5, m)
-    design = depths.baseline_design(t, 2)
+    design = baseline_design(t, 2)
     shape = light_curve(t, GEOMETRY, [0.01], [0.3], [0.15])[:, 0]
     templates = np.broadcast_to((1 - shape) / 0.01, (c, 1, m)).copy()
     x = np.linspace(-1, 1, c)
@@ -88,7 +91,7 @@ def test_shared_baseline_fit_reduces_to_the_free_fit_and_shares_the_quadratic():
     y = (design @ coef.T) * (1 - 0.01 * templates[:, 0].T) + rng.normal(0, 5e-4, (m, c))
     w = np.full((m, c), 4e6)
     w[5:9, 2] = 0.0
-    free = depths.fit_multiplicative(y, w, design, templates)
+    free = fit_multiplicative(y, w, design, templates)
     same = fit_shared_multiplicative(y, w, design[:, :2], design[:, 2:], np.eye(c), templates)
     np.testing.assert_allclose(same.gamma, free.gamma, rtol=0, atol=1e-12)
     own = [0, 1, 3]                                                   # free covariance without the quadratic
@@ -104,16 +107,16 @@ def test_shared_baseline_fit_reduces_to_the_free_fit_and_shares_the_quadratic():
 def test_free_degree_covers_the_trace_trend():
     from calib_core.stages.trace.config import TraceConfig
 
-    fit = depths.FitConfig()
-    assert depths.channel_free_degree(fit) == 1                      # no trace stage
+    fit = FitConfig()
+    assert channel_free_degree(fit) == 1                      # no trace stage
     along = TraceConfig().along_time
-    assert depths.channel_free_degree(fit, along) == 2               # trace default: quadratic per channel
+    assert channel_free_degree(fit, along) == 2               # trace default: quadratic per channel
     along.poly.degree = 1
-    assert depths.channel_free_degree(fit, along) == 1
+    assert channel_free_degree(fit, along) == 1
     along.method = "spline"
-    assert depths.channel_free_degree(fit, along) == fit.baseline_degree
+    assert channel_free_degree(fit, along) == fit.baseline_degree
     along.enabled = False
-    assert depths.channel_free_degree(fit, along) == 1
+    assert channel_free_degree(fit, along) == 1
 
 
 # ---------------------------------------------------------------------------
@@ -123,7 +126,7 @@ def test_free_degree_covers_the_trace_trend():
 
 def _visit(seed: int, n_airs: int, n_fgs: int, flux_scale: float) -> dict:
     """Photometry series of one visit (demo-like star times ``flux_scale``, drift, jitter) with its truth."""
-    from calib_core.transit import simulate_series
+    from oracles.series import simulate_series
     from test_stage_trace import FakePlanet
 
     from calib_core.transit import transit_durations
@@ -175,7 +178,7 @@ def test_honest_errors_in_small_regimes(tmp_path, regime, n_airs, n_fgs, flux_sc
     for seed in range(4):
         visit = _visit(seed, n_airs, n_fgs, flux_scale)
         chain = run_series_chain(visit, tmp_path / f"s{seed}", cfgs={"trace": tcfg, "phase": PhaseConfig(),
-                                                                      "depths": depths.DepthsConfig()})
+                                                                      "depths": DepthsConfig()})
         f, m = chain["outputs"][("depths", None)].fields, chain["metrics"]["depths"]
         assert m["baseline_free_degree"] == 1 and abs(m["z_white"]) < 4 and abs(m["z_fgs1"]) < 4
         z.append(((f["mu"] - visit["depth"]) / f["sigma"])[1:])
@@ -195,8 +198,8 @@ def test_honest_errors_in_small_regimes(tmp_path, regime, n_airs, n_fgs, flux_sc
 def test_nominal_profile_on_a_faint_sparse_demo_planet(tmp_path):
     """Honest errors, and the data-derived noise limit agrees with the one computed from the truth."""
     from calib_core import compose_config, make_demo, run_chain
-    from calib_core.io.demo import DEMO_PLANET_ID
-    from calib_core.noise_limit import truth_noise_limit
+    from calib_core.sim import DEMO_PLANET_ID
+    from calib_core.sim.noise_limit import truth_noise_limit
 
     root = make_demo(tmp_path / "data", seed=5, n_pairs=120, flux_scale=0.1)
     result = run_chain(compose_config("calib/nominal", [f"data.root={root}", f"run_dir={tmp_path / 'run'}"]))

@@ -20,7 +20,8 @@ import pytest
 
 from calib_core.cli import main
 from calib_core.config import ConfigError, compose_config
-from calib_core.io import DEMO_PLANET_ID, DataLayoutError, list_planets, make_demo, open_planet
+from calib_core.io import DataLayoutError, list_planets, open_planet
+from calib_core.sim import DEMO_PLANET_ID, make_demo
 from calib_core.io.validate import validate_planet
 
 PID = DEMO_PLANET_ID

@@ -11,17 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from calib_core.io import (
-    AIRS_CROP,
-    DEMO_PLANET_ID,
-    FRAME_SHAPE,
-    INSTRUMENTS,
-    DataLayoutError,
-    list_planets,
-    load_truth,
-    make_demo,
-    open_planet,
-)
+from calib_core.io import AIRS_CROP, FRAME_SHAPE, INSTRUMENTS, DataLayoutError, list_planets, open_planet
+from calib_core.sim import DEMO_PLANET_ID, load_truth, make_demo
 
 N_PAIRS = {"AIRS-CH0": 40, "FGS1": 60}
 

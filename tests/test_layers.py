@@ -38,6 +38,16 @@ def test_the_engine_never_imports_the_app():
             assert not any(n.split(".")[0] in ("app", "spectramind_app") for n in names), (path, names)
 
 
+MAX_MODULE_LINES = 600   #: one concept per file: a module longer than this holds more than one
+
+
+def test_every_engine_module_is_at_most_600_lines():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / "calib_core").rglob("*.py")}
+    assert len(sizes) > 50                                    # the tree was found
+    too_long = {path: n for path, n in sorted(sizes.items()) if n > MAX_MODULE_LINES}
+    assert not too_long, f"split these by concept (configs/calib/architecture.md, 'Layers'): {too_long}"
+
+
 def test_installed_package_has_no_bare_app_module(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path), str(ROOT)], check=True, capture_output=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calib_core import compose_config, make_demo, open_planet, run_chain
-from calib_core.io.demo import DEMO_PLANET_ID, load_truth
+from calib_core.sim import DEMO_PLANET_ID, load_truth
 
 
 @pytest.fixture(scope="module")

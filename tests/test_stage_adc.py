@@ -12,8 +12,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DQ, count_bits
-from calib_core.io import load_truth, open_planet
-from calib_core.io.demo import DEMO_PLANET_ID
+from calib_core.io import open_planet
+from calib_core.sim import DEMO_PLANET_ID, load_truth
 from calib_core import diagnostics
 from calib_core.stages.adc import config as adc_config
 from calib_core.stages.adc import reference as adc_reference

@@ -15,8 +15,7 @@ from scipy import ndimage
 from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DO_NOT_USE_MASK, DQ, count_bits
 from calib_core.store import FramePlane, load_output
-from calib_core.io import expected_cds, load_truth
-from calib_core.io.demo import DEMO_PLANET_ID
+from calib_core.sim import DEMO_PLANET_ID, load_truth
 from calib_core import robust
 from calib_core.stages.cds import config as cds_config
 from calib_core.stages.cds import cosmic_rays as cds_cosmic_rays
@@ -24,6 +23,7 @@ from calib_core.stages.cds import outliers as cds_outliers
 from calib_core.stages.cds import pairing as cds_pairing
 from calib_core.stages.cds import step as cds_step
 from oracles import detector as oracle
+from oracles.demo import expected_cds
 
 
 def _axis(n_pairs, period=4.8):

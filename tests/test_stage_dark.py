@@ -12,8 +12,7 @@ from omegaconf.errors import ConfigKeyError
 
 from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DO_NOT_USE_MASK, DQ, count_bits
-from calib_core.io import load_truth
-from calib_core.io.demo import DEMO_PLANET_ID
+from calib_core.sim import DEMO_PLANET_ID, load_truth
 from calib_core.stages.dark import config as dark_config
 from calib_core.stages.dark import hot_pixels as dark_hot_pixels
 from calib_core.stages.dark import repair as dark_repair

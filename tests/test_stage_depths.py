@@ -11,6 +11,11 @@ import pytest
 from calib_core.config import ConfigError
 from calib_core.config.base import check_constraints
 from calib_core.stages.depths import step as depths
+from calib_core.stages.depths.curves import Curves, baseline_design
+from calib_core.stages.depths.limb_darkening import (profiled_chi2, profiled_statistics, smooth_law,
+                                                     wavenumber_coordinate)
+from calib_core.stages.depths.linear import fit_multiplicative
+from calib_core.stages.depths.uncertainties import fill_missing
 from stagectx import Setting
 from calib_core.transit import (
     LD_FLUX_WEIGHTS,
@@ -82,10 +87,10 @@ def test_multiplicative_fit_recovers_baseline_and_depth_exactly():
     geometry = Geometry(3.5, 5.0, 10.0, 88.5)
     time_h = np.linspace(0, 7.5, 600)
     template = (ld_direction(0.3, 0.2) @ deficit_basis(time_h, geometry, 0.11))[None, None, :]
-    design = depths.baseline_design(time_h, 2)
+    design = baseline_design(time_h, 2)
     truth = np.array([1.02, 0.004, -0.002])
     flux = (design @ truth) * (1 - 0.0121 * template[0, 0])
-    fit = depths.fit_multiplicative(flux[:, None], np.full((600, 1), 1e6), design, template)
+    fit = fit_multiplicative(flux[:, None], np.full((600, 1), 1e6), design, template)
     np.testing.assert_allclose(fit.baseline[0], truth, rtol=1e-10)
     assert fit.gamma[0, 0] == pytest.approx(0.0121, rel=1e-10) and fit.chi2[0] < 1e-16
 
@@ -97,7 +102,7 @@ def test_batched_multiplicative_fit_matches_a_per_channel_least_squares_oracle()
     geometry = Geometry(3.5, 5.0, 10.0, 88.5)
     time_h = np.linspace(0, 7.5, 300)
     e = deficit_basis(time_h, geometry, 0.11)
-    design = depths.baseline_design(time_h, 2)
+    design = baseline_design(time_h, 2)
     n_chan = 4
     templates = e[None] * (1 + 0.02 * rng.normal(size=(n_chan, 3, 1)))       # (C, 3, M), per channel
     offset = 1e-3 * e[0][None] * rng.random((n_chan, 1))
@@ -110,7 +115,7 @@ def test_batched_multiplicative_fit_matches_a_per_channel_least_squares_oracle()
     weight[:4, 3] = 1.0                                                     # too few points: NaN
     rows = np.array([[-0.3, 0.7, -0.3], [-0.2, -0.2, 0.8]])
     ivar = np.full((n_chan, 2), 1e5)
-    fit = depths.fit_multiplicative(flux, weight, design, templates, offset, prior=(rows, ivar), iters=6)
+    fit = fit_multiplicative(flux, weight, design, templates, offset, prior=(rows, ivar), iters=6)
     for c in range(3):
         sw = np.sqrt(weight[:, c])
 
@@ -134,23 +139,23 @@ def _additive_channels(u1, u2, depth, noise, seed=0):
     geometry = Geometry(3.5, 5.0, 10.0, 88.5)
     time_h = np.linspace(0, 7.5, 400)
     e = deficit_basis(time_h, geometry, 0.11)
-    design = depths.baseline_design(time_h, 2)
+    design = baseline_design(time_h, 2)
     n = len(u1)
     base = design @ np.column_stack([1 + 0.01 * rng.normal(size=n), 1e-3 * rng.normal(size=(n, 2))]).T
     signal = np.einsum("cx,xm->mc", ld_direction(u1, u2), e) * depth
     flux = base - signal + noise * rng.normal(size=base.shape)
     weight = np.full(flux.shape, 1.0 / max(noise, 1e-6) ** 2)
     weight[::37, 0] = 0.0                                            # a few unusable points
-    curves = depths.Curves(time_h, flux, weight, 0.0, np.linspace(1.0, 3.0, n))
+    curves = Curves(time_h, flux, weight, 0.0, np.linspace(1.0, 3.0, n))
     return curves, design, e
 
 
 def test_profiled_chi2_matches_direct_least_squares_and_its_gradient_finite_differences():
     u1, u2 = np.array([0.1, 0.3, 0.5, 0.2]), np.array([0.3, 0.2, 0.05, -0.1])
     curves, design, e = _additive_channels(u1, u2, np.array([0.010, 0.012, 0.011, 0.009]), noise=2e-4)
-    stats = depths.profiled_statistics(curves, design, e)
+    stats = profiled_statistics(curves, design, e)
     u = np.column_stack([u1 + 0.07, u2 - 0.05])                      # away from the optimum
-    chi2, grad = depths.profiled_chi2(stats, u)
+    chi2, grad = profiled_chi2(stats, u)
     for c in range(u.shape[0]):                                      # oracle: weighted least squares per channel
         sw = np.sqrt(curves.weight[:, c])
         a = np.column_stack([design, -(ld_direction(*u[c]) @ e)]) * sw[:, None]
@@ -161,28 +166,28 @@ def test_profiled_chi2_matches_direct_least_squares_and_its_gradient_finite_diff
     for j in range(2):
         step = np.zeros(2)
         step[j] = h
-        numeric = (depths.profiled_chi2(stats, u + step)[0] - depths.profiled_chi2(stats, u - step)[0]) / (2 * h)
+        numeric = (profiled_chi2(stats, u + step)[0] - profiled_chi2(stats, u - step)[0]) / (2 * h)
         np.testing.assert_allclose(grad[:, j], numeric, rtol=1e-5)
 
 
 def test_smooth_law_recovers_an_exact_law_from_noise_free_channels():
     n = 40
     curves, design, e = _additive_channels(np.zeros(n), np.zeros(n), np.zeros(n), noise=0.0)
-    x = depths._wavenumber_coordinate(curves.wavelength_um)
+    x = wavenumber_coordinate(curves.wavelength_um)
     law = np.array([[0.35, -0.12, 0.03], [0.18, 0.05, -0.02]])      # u1, u2 Legendre coefficients
     u = np.polynomial.legendre.legvander(x, 2) @ law.T
     depth = 0.012 + 0.001 * np.sin(3 * x)
     signal = np.einsum("cx,xm->mc", ld_direction(u[:, 0], u[:, 1]), e) * depth
-    curves = depths.Curves(curves.time_h, curves.flux - signal, curves.weight, 0.0, curves.wavelength_um)
+    curves = Curves(curves.time_h, curves.flux - signal, curves.weight, 0.0, curves.wavelength_um)
     usable = np.ones(n, bool)
-    fitted = depths._smooth_law(curves, e, design, 2, usable, (0.3, 0.15))
+    fitted = smooth_law(curves, e, design, 2, usable, (0.3, 0.15))
     np.testing.assert_allclose(fitted, law, atol=1e-4)
 
 
 def test_fill_missing_interpolates_with_a_conservative_error():
     out = {"mu": np.array([0.01, 0.0101, np.nan, 0.0103, 0.0104]), "sigma": np.array([1e-4, 1e-4, np.nan, 1e-4, 2e-4]),
            "wavelength_um": np.array([2.0, 2.1, 2.2, 2.3, 2.4]), "instrument": np.ones(5)}
-    filled = depths.fill_missing(out)
+    filled = fill_missing(out)
     assert filled["filled"].tolist() == [False, False, True, False, False]
     assert filled["mu"][2] == pytest.approx(0.0102)
     assert filled["sigma"][2] > 1e-4
@@ -264,7 +269,7 @@ def test_alternative_settings_stay_honest(chains, tmp_path, changes):
 
 @pytest.fixture(scope="module")
 def demo_150(tmp_path_factory):
-    from calib_core.io.demo import make_demo
+    from calib_core.sim import make_demo
 
     return make_demo(tmp_path_factory.mktemp("depths_demo") / "data", seed=3, n_pairs=150)
 
@@ -274,7 +279,7 @@ def demo_150(tmp_path_factory):
 def test_end_to_end_on_demo_planets(which, request, tmp_path):
     from calib_core.chain import run_chain
     from calib_core.config import compose_config
-    from calib_core.io.demo import DEMO_PLANET_ID, load_truth
+    from calib_core.sim import DEMO_PLANET_ID, load_truth
 
     root = request.getfixturevalue(which)
     cfg = compose_config("calib/nominal", [f"data.root={root}", f"run_dir={tmp_path / 'run'}"])

@@ -12,8 +12,7 @@ from omegaconf.errors import ValidationError
 
 from calib_core.config.base import ConfigError, check_constraints
 from calib_core.dq import DQ, count_bits
-from calib_core.io import load_truth
-from calib_core.io.demo import DEMO_PLANET_ID
+from calib_core.sim import DEMO_PLANET_ID, load_truth
 from calib_core.stages.flat import config as flat_config
 from calib_core.stages.flat import prepare as flat_prepare
 from calib_core.stages.flat import step as flat_step

@@ -13,6 +13,7 @@ from astropy.time import Time, TimeDelta
 from calib_core.config import ConfigError, compose_config
 from calib_core.stages.phase import step as phase
 from calib_core.stages.trace import step as trace
+from calib_core.stages.trace.config import TraceConfig
 from stagectx import Setting
 from calib_core.timeutil import TIME_UNITS, hours_to_unit, unit_to_hours
 from test_stage_trace import FakePlanet, run_stage, simulate_visit, write_series
@@ -29,7 +30,7 @@ def visit():
 def traced(visit, tmp_path_factory):
     """Trace outputs of both instruments of ``visit``."""
     root = tmp_path_factory.mktemp("phase_trace")
-    cfg = trace.TraceConfig()
+    cfg = TraceConfig()
     out = {}
     for inst in ("FGS1", "AIRS-CH0"):
         ctx = Setting(visit["planet"], inst, {"trace": cfg})

@@ -442,8 +442,8 @@ def _chain(planet, inst, stages, run_dir):
 
 @pytest.mark.parametrize("profile", ["nominal", "fast"])
 def test_demo_planet_chain_shows_the_transit_with_honest_errors(demo_root, tmp_path, profile):
-    from calib_core.io.demo import load_truth
-    from calib_core.io.kaggle import open_planet
+    from calib_core.sim import load_truth
+    from calib_core.io import open_planet
 
     planet = open_planet(demo_root)
     truth = load_truth(demo_root, planet.planet_id)

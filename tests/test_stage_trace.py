@@ -21,8 +21,13 @@ from calib_core.store import StoreWriter
 from calib_core.stages.depths import step as depths
 from calib_core.stages.phase import step as phase
 from calib_core.stages.trace import step as trace
+from calib_core.stages.trace.config import AlongWavelengthConfig, TraceConfig
+from calib_core.stages.trace.continuum import fit_continuum
+from calib_core.stages.trace.masks import flag_outliers
+from calib_core.stages.trace.normalise import TraceResult, normalise_trace
 from stagectx import Setting
-from calib_core.transit import Geometry, light_curve, simulate_series
+from calib_core.transit import Geometry, light_curve
+from oracles.series import simulate_series
 
 INSTRUMENTS = ("FGS1", "AIRS-CH0")
 
@@ -33,7 +38,7 @@ INSTRUMENTS = ("FGS1", "AIRS-CH0")
 
 
 class FakePlanet:
-    """The part of :class:`calib_core.io.kaggle.Planet` the series stages use."""
+    """The part of :class:`calib_core.io.planet.Planet` the series stages use."""
 
     def __init__(self, star_info: dict | None, labels: np.ndarray | None, wavelengths: np.ndarray):
         self._info, self._labels, self._wl = star_info, labels, wavelengths
@@ -102,7 +107,7 @@ def run_stage(stage, inp, cfg, ctx: Setting, path: Path):
 
 def run_series_chain(visit: dict, root: Path, cfgs: dict | None = None, planet=None) -> dict:
     """photometry series -> trace -> phase (both instruments) -> depths; outputs and metrics by stage."""
-    cfgs = {"trace": trace.TraceConfig(), "phase": phase.PhaseConfig(), "depths": depths.DepthsConfig(),
+    cfgs = {"trace": TraceConfig(), "phase": phase.PhaseConfig(), "depths": depths.DepthsConfig(),
             **(cfgs or {})}
     planet = visit["planet"] if planet is None else planet
     upstream, metrics = {}, {}
@@ -120,11 +125,11 @@ def run_series_chain(visit: dict, root: Path, cfgs: dict | None = None, planet=N
     return {"outputs": upstream, "metrics": metrics, "ctx": ctx}
 
 
-def normalise(visit: dict, inst: str, cfg: trace.TraceConfig | None = None, **kw) -> trace.TraceResult:
+def normalise(visit: dict, inst: str, cfg: TraceConfig | None = None, **kw) -> TraceResult:
     s = visit["series"][inst]
-    return trace.normalise_trace(s["photometry_flux"], s["photometry_flux_var"], s["photometry_flags"],
-                                 s["time_s"], s["channel_wavelength_um"], cfg or trace.TraceConfig(),
-                                 centroid_x=s["photometry_centroid_x"], centroid_y=s["photometry_centroid_y"], **kw)
+    return normalise_trace(s["photometry_flux"], s["photometry_flux_var"], s["photometry_flags"],
+                           s["time_s"], s["channel_wavelength_um"], cfg or TraceConfig(),
+                           centroid_x=s["photometry_centroid_x"], centroid_y=s["photometry_centroid_y"], **kw)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +159,7 @@ def test_seed_override_paths_compose():
     ("transit_mask.pad_frac", -0.1, "must be >= 0"),
 ])
 def test_bad_values_raise_config_error_naming_the_key(path, value, fragment):
-    cfg = trace.TraceConfig()
+    cfg = TraceConfig()
     *parents, leaf = path.split(".")
     node = cfg
     for name in parents:
@@ -177,15 +182,15 @@ def test_continuum_follows_a_smooth_spectrum_and_rejects_deviant_channels(method
     smooth = 1e5 * (wl / 2.0) ** -2.5 + 2e4
     spectrum = smooth * (1 + rng.normal(0, 2e-3, wl.size))
     spectrum[[40, 150]] *= [0.7, 1.4]
-    cfg = trace.AlongWavelengthConfig(method=method)
-    continuum, rejected = trace.fit_continuum(wl, spectrum, cfg, sigma=5.0, maxiters=3)
+    cfg = AlongWavelengthConfig(method=method)
+    continuum, rejected = fit_continuum(wl, spectrum, cfg, sigma=5.0, maxiters=3)
     assert np.flatnonzero(rejected).tolist() == [40, 150]
     tolerance = {"poly": 0.03, "spline": 0.005, "lowess": 0.01}[method]
     assert np.max(np.abs(continuum / smooth - 1)) < tolerance
 
 
 def test_single_channel_continuum_is_its_own_level():
-    continuum, rejected = trace.fit_continuum(np.array([0.7]), np.array([2.5e6]), trace.AlongWavelengthConfig(),
+    continuum, rejected = fit_continuum(np.array([0.7]), np.array([2.5e6]), AlongWavelengthConfig(),
                                               5.0, 3)
     assert continuum.tolist() == [2.5e6] and not rejected.any()
 
@@ -199,7 +204,7 @@ def test_outliers_are_flagged_but_in_transit_frames_are_not(visit):
         flux[b, c] *= 1.05 if k % 2 else 0.95
     hit_mask = np.zeros(flux.shape, bool)
     hit_mask[tuple(np.array(hits).T)] = True
-    outliers = trace.flag_outliers(flux, np.ones(flux.shape, bool), window=11, sigma=5.0, maxiters=3)
+    outliers = flag_outliers(flux, np.ones(flux.shape, bool), window=11, sigma=5.0, maxiters=3)
     assert outliers[hit_mask].all()
     false = outliers & ~hit_mask
     assert false.sum() <= 2e-4 * flux.size                     # a handful of 5-sigma noise events in 317k
@@ -277,7 +282,7 @@ def test_stage_outputs_metrics_gates_and_diagnostics(visit, tmp_path):
     fields = dict(visit["series"]["AIRS-CH0"])
     fields["photometry_flags"] = fields["photometry_flags"].copy()
     fields["photometry_flags"][10:14, 5] = 4
-    cfg = trace.TraceConfig()
+    cfg = TraceConfig()
     ctx = Setting(visit["planet"], "AIRS-CH0", {"trace": cfg})
     out, metrics = run_stage(trace.STAGE, write_series(fields, tmp_path / "phot"), cfg, ctx, tmp_path / "trace")
     f = out.fields
@@ -308,7 +313,7 @@ def test_stage_outputs_metrics_gates_and_diagnostics(visit, tmp_path):
 ])
 def test_every_trend_and_continuum_variant_keeps_the_transit(visit, time_method, centroids, continuum, n_params):
     """1 out of transit in every channel, white box depth within 1 % of the truth (None: along_time off)."""
-    cfg = trace.TraceConfig()
+    cfg = TraceConfig()
     cfg.along_time.enabled = time_method is not None
     cfg.along_time.method = time_method or "poly"
     cfg.along_time.centroids, cfg.along_wavelength.method = centroids, continuum
@@ -325,7 +330,7 @@ def test_every_trend_and_continuum_variant_keeps_the_transit(visit, time_method,
 
 def test_ephemeris_mask_uses_the_phase_t0_and_the_star_info_orbit(visit, tmp_path):
     g = visit["geometry"]
-    cfgs = {"trace": trace.TraceConfig(), "phase": phase.PhaseConfig()}
+    cfgs = {"trace": TraceConfig(), "phase": phase.PhaseConfig()}
     cfgs["trace"].transit_mask.method = "ephemeris"
     cfgs["phase"].ephemeris.t0 = g.t0_h
     ctx = Setting(visit["planet"], "FGS1", cfgs)
@@ -342,7 +347,7 @@ def test_unflagged_nan_input_is_rejected_flagged_nan_is_masked(visit, tmp_path):
     fields = dict(visit["series"]["FGS1"])
     fields["photometry_flux"] = fields["photometry_flux"].copy()
     fields["photometry_flux"][7, 0] = np.nan
-    cfg = trace.TraceConfig()
+    cfg = TraceConfig()
     ctx = Setting(visit["planet"], "FGS1", {"trace": cfg})
     with pytest.raises(ValueError, match="require_finite_inputs"):
         run_stage(trace.STAGE, write_series(fields, tmp_path / "a"), cfg, ctx, tmp_path / "ta")
@@ -355,3 +360,22 @@ def test_light_curve_helper_matches_the_simulated_transit(visit):
     s, g = visit["series"]["FGS1"], visit["geometry"]
     model = light_curve(s["time_s"] / 3600, g, visit["depth"][:1], visit["u1"][:1], visit["u2"][:1])
     np.testing.assert_allclose(model, s["transit"])
+
+
+def test_a_white_light_without_a_locatable_transit_is_a_named_data_error():
+    """Too few usable samples, samples bunched in time or no positive level: DataError, not numpy/scipy errors."""
+    from calib_core.stages.errors import DataError, StageError
+    from calib_core.transit import estimate_transit
+
+    time_h = np.linspace(0.0, 7.5, 500)
+    flux, weight = np.ones(500), np.zeros(500)
+    weight[:5] = 1.0
+    with pytest.raises(DataError, match="has 5 usable samples of 500; at least 12"):
+        estimate_transit(time_h, flux, weight)
+    weight[:] = 0.0
+    weight[100:110] = weight[400:410] = 1.0
+    with pytest.raises(DataError, match=r"20 usable samples fall in 2 occupied time bins; at least 5"):
+        estimate_transit(time_h, flux, weight)
+    with pytest.raises(DataError, match=r"median level 0\.0 of its usable samples; expected a positive") as err:
+        estimate_transit(time_h, np.zeros(500), np.ones(500))
+    assert str(StageError.wrap("trace", "FGS1", err.value)).startswith("trace/FGS1: white-light curve: median level")

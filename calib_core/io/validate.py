@@ -10,7 +10,7 @@ first stage runs, never as a bare ``IndexError`` or ``OSError``.  Damage inside
 a compressed page can only be seen by decoding it: the streaming reader then
 stops the run with the same kind of one-line error naming the file and row.
 
-Every failure is a :class:`~calib_core.io.kaggle.DataLayoutError` with one
+Every failure is a :class:`~calib_core.io.layout.DataLayoutError` with one
 line ``<file>: <what is wrong>; expected <what>`` naming the file, the
 column or key and the value.
 
@@ -23,7 +23,7 @@ What is checked (ranges from ``ariel_data.md`` sections 1.x):
   reversed (when AIRS-CH0 is run);
 * ``<split>_star_info.csv`` and the labels file, when present: every row has
   one field per column and an integer planet id; the planet's values are
-  physically possible (:data:`calib_core.io.kaggle.STAR_INFO_BOUNDS`), depths in
+  physically possible (:data:`calib_core.io.planet.STAR_INFO_BOUNDS`), depths in
   [0, 1);
 * signal files: readable footer, integer columns, frame shape, an even number
   of frames (read pairs), equal to the non-NaN rows of the instrument's time
@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow.parquet as pq
 
-from .kaggle import AIRS_CROP, FULL_FRAMES, INSTRUMENTS, N_TARGETS, DataLayoutError, Planet
+from .layout import AIRS_CROP, FULL_FRAMES, INSTRUMENTS, N_TARGETS, DataLayoutError
+from .planet import Planet
 
 __all__ = ["ValidationReport", "validate_planet", "VISIT_HOURS", "MAX_FIRST_READ_H", "FULL_PAIR_PERIOD_S",
            "FGS1_BAND_UM", "WAVELENGTH_TOL_UM"]

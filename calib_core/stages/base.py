@@ -85,7 +85,7 @@ def gate(name: str, value: float | int | None, op: str, limit: float, message: s
 class RawInput:
     """Streaming access to one instrument's raw uint16 frames of a planet visit."""
 
-    planet: Any          #: :class:`calib_core.io.kaggle.Planet`
+    planet: Any          #: :class:`calib_core.io.planet.Planet`
     instrument: str
 
     @property
@@ -106,7 +106,7 @@ class StageContext:
     declarations -- covers every read.
     """
 
-    planet: Any                                   #: :class:`calib_core.io.kaggle.Planet`
+    planet: Any                                   #: :class:`calib_core.io.planet.Planet`
     instrument: str | None                        #: None for planet-scope stages
     stage: str                                    #: the stage this context serves (its declarations apply)
     #: other stages' typed config sub-sections by dotted path (``"phase.ephemeris"``); absent: not in the profile

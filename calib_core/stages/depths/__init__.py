@@ -24,8 +24,17 @@ with the deficit written exactly as linear in ``beta`` (:mod:`calib_core.transit
 2. **Channels.**  With the geometry fixed, every channel gets its own baseline
    and depth by least squares, batched over channels: the multiplicative model
    is solved by Gauss-Newton, including the dependence of the transit shape on
-   the channel's own radius ratio (:func:`_solve_depths`), so the estimate is
+   the channel's own radius ratio (:func:`.channels.solve_depths`), so the estimate is
    the least-squares optimum and its covariance includes that dependence.
+   Baseline: the terms up to ``fit.baseline_free_degree`` (constant, slope)
+   are free per channel; the higher ones (the quadratic of a slow drift) are
+   shared by the channels with coefficients smooth in wavenumber (Legendre
+   degree ``fit.baseline_smooth_degree``), fitted jointly with every channel
+   (:mod:`.shared_baseline`; the depth covariance is marginal over
+   them).  A free quadratic per channel is nearly degenerate with the transit
+   and costs a factor ~1.5 in every depth's error; the free degree is raised
+   to the trace stage's ``along_time`` degree (:func:`.channels.channel_free_degree`),
+   whose per-channel coefficients must stay free to be accounted for.
    Limb darkening (``limb_darkening.method``):
 
    * ``smooth`` (default): u1, u2 are Legendre polynomials of degree
@@ -52,14 +61,29 @@ with the deficit written exactly as linear in ``beta`` (:mod:`calib_core.transit
    ``depth**2 * relative variance``, so every depth carries the common-mode
    error of the shared geometry.  A channel without usable data (e.g. flagged
    for the whole visit) is interpolated from its neighbours with a
-   conservative error (:func:`fill_missing`, output ``filled``).
+   conservative error (:func:`.uncertainties.fill_missing`, output ``filled``).
+4. **Noise limit.**  ``sigma_noise_limit``: the photon + read-noise limit of
+   each depth computed from the data, i.e. the Fisher information of the
+   curve's own inverse variances (the per-sample variances carried through
+   the chain) for the fitted transit shape with a constant baseline
+   (:func:`.noise_limit.depth_noise_limit`); the metrics give
+   ``sigma / sigma_noise_limit``.
 
 Output (planet scope, 283 rows = FGS1 then AIRS-CH0 by ascending wavelength, as
 ``wavelengths.csv``): ``mu``, ``sigma`` ((Rp/Rs)^2 and 1-sigma), ``wavelength_um``,
 ``u1``, ``u2``, ``chi2_red``, ``beta``, ``instrument`` (index into ``meta["instruments"]``),
-``white_weight``, ``filled``, and small white-light arrays for plots
+``white_weight``, ``filled``, ``sigma_noise_limit``, and small white-light arrays for plots
 (``white_time_h``, ``white_flux``, ``white_err``, ``white_model``: one row per
 instrument of ``meta["white_instruments"]``).
+
+``step.py`` is the stage adapter (inputs, calls, QC gates, plot data); the
+algorithms are in the modules beside it: ``curves`` (light curves, white light, baseline
+design), ``linear`` (batched multiplicative least squares), ``white`` (shared
+geometry), ``limb_darkening`` (smooth law, priors), ``templates`` (transit
+templates, shape depth), ``shared_baseline`` (baseline terms shared across
+channels), ``channels`` (per-channel depths), ``noise_limit`` (photon +
+read-noise limit), ``uncertainties`` (final errors, filled channels) and
+``metrics`` (noise-limit and truth metrics).
 """
 
 from ..info import StageInfo

@@ -37,6 +37,12 @@ Outputs (series, per instrument)::
 Outliers are robust residuals from a running median along time (which follows
 the transit shape, so in-transit frames are never clipped for being low),
 sigma-clipped per channel with a MAD scale (``robust.sigma``, ``robust.maxiters``).
+
+``step.py`` is the stage adapter (inputs, transit window from the ephemeris,
+QC gates, plot data); the algorithms are in the package: ``masks`` (usable
+samples, outliers, white light), ``basis`` (Legendre and B-spline designs),
+``continuum`` (along wavelength), ``trend`` (along time) and ``normalise``
+(the stage on arrays and its QC numbers).
 """
 
 from ..info import StageInfo

@@ -1,28 +1,10 @@
-"""Photon + read-noise limit of transit depths (Fisher information, known shape, constant baseline).
+"""Photon + read-noise limit of a demo planet's depths from its ground truth.
 
-The smallest 1-sigma a depth can have, given the noise of the samples: for a
-light curve ``flux_k = c (1 - depth * T_k)`` with the transit shape ``T``
-(unit-depth deficit: geometry and limb darkening known) and a constant
-baseline ``c`` (the only nuisance parameter), Gaussian samples of variance
-``v_k`` give the Fisher matrix (at ``c = 1``)::
-
-    I = sum_k w_k [[(1 - depth T_k)**2, -(1 - depth T_k) T_k],
-                   [-(1 - depth T_k) T_k,          T_k**2      ]],   w_k = 1 / v_k
-
-and ``sigma_limit = sqrt((I^-1)_depth,depth)``.  Any fit that also has to find
-a sloped baseline, the limb darkening, the geometry or systematics can only do
-worse (the Cramér-Rao bound grows with every nuisance parameter), so the ratio
-``sigma / sigma_limit`` measures what the fit (and the extraction upstream)
-costs.
-
-Two sources of ``v_k`` and ``T``:
-
-* :func:`depth_noise_limit` on a pipeline's own light curves (the depths stage
-  passes the per-sample variances carried through the chain and its fitted
-  transit model: a limit computed from the data, available for real planets);
-* :func:`truth_noise_limit` on a demo planet's ground truth (the injected
-  star, flat, dark, read noise and transits, optimal weighting of every live
-  pixel): the true lower bound of the simulation, to validate the first.
+:func:`truth_noise_limit` evaluates the Fisher limit of
+:func:`calib_core.stages.depths.noise_limit.depth_noise_limit` on the injected
+star, flat, dark, read noise and transits (optimal weighting of every live
+pixel): the true lower bound of the simulation, which validates the limit the
+depths stage computes from the data.
 """
 
 from __future__ import annotations
@@ -31,41 +13,13 @@ import os
 
 import numpy as np
 
-__all__ = ["depth_noise_limit", "truth_noise_limit"]
+from ..io.layout import AIRS_CROP
+from ..io.planet import open_planet
+from ..stages.depths.noise_limit import depth_noise_limit
+from .settings import airs_column_targets
+from .truth import load_truth
 
-
-def depth_noise_limit(template: np.ndarray, weight: np.ndarray, depth: np.ndarray | float) -> np.ndarray:
-    """Fisher 1-sigma of each depth with a known shape and a constant baseline (module doc).
-
-    Parameters
-    ----------
-    template : numpy.ndarray
-        (M, C) unit-depth deficit ``T`` of each channel at each sample (``(M,)`` for one channel).
-    weight : numpy.ndarray
-        (M, C) inverse variances of the normalised flux (0 = unusable sample).
-    depth : numpy.ndarray or float
-        (C,) depth at which the information is evaluated (the fitted or true depth).
-
-    Returns
-    -------
-    numpy.ndarray
-        (C,) the limit (NaN where fewer than two samples are usable or the
-        template does not vary).
-    """
-    t = np.asarray(template, np.float64)
-    w = np.where(np.asarray(weight, np.float64) > 0, weight, 0.0)
-    if t.ndim == 1:
-        t, w = t[:, None], w.reshape(-1, 1)
-    d = np.broadcast_to(np.asarray(depth, np.float64), (t.shape[1],))
-    t = np.where(w > 0, np.nan_to_num(t), 0.0)
-    g = 1.0 - d[None, :] * t                         # derivative of the flux with respect to the baseline
-    i_cc = (w * g * g).sum(axis=0)
-    i_cd = (w * g * t).sum(axis=0)
-    i_dd = (w * t * t).sum(axis=0)
-    det = i_cc * i_dd - i_cd * i_cd
-    ok = (np.count_nonzero(w > 0, axis=0) >= 2) & (det > 1e-12 * i_cc * i_dd)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, np.sqrt(np.where(ok, i_cc / det, 1.0)), np.nan)
+__all__ = ["truth_noise_limit"]
 
 
 def _pixel_information(signal: np.ndarray, level: np.ndarray, noise: np.ndarray, live: np.ndarray,
@@ -97,13 +51,13 @@ def truth_noise_limit(root: str | os.PathLike, planet_id: int) -> dict[str, np.n
     ``F_k`` has the variance ``F_k**2 / sum_p e_pk**2 / v_pk``; the flux
     divided by its known out-of-transit level and drift is ``1 - depth T_k``
     with the true shape ``T_k = (1 - transit_k) / depth``, which enters
-    :func:`depth_noise_limit`.  FGS1 (target 0) uses all its live pixels, each
+    :func:`~calib_core.stages.depths.noise_limit.depth_noise_limit`.  FGS1 (target 0) uses all its live pixels, each
     AIRS-CH0 target its detector column.  Dropped pairs are left out.
 
     Parameters
     ----------
     root : str or os.PathLike
-        Demo dataset root (:func:`calib_core.io.demo.make_demo`).
+        Demo dataset root (:func:`calib_core.sim.make_demo`).
     planet_id : int
         Demo planet id.
 
@@ -114,9 +68,6 @@ def truth_noise_limit(root: str | os.PathLike, planet_id: int) -> dict[str, np.n
         ascending), and ``frame_rel_sigma`` (283,): the relative 1-sigma of one
         out-of-transit CDS sample of the channel.
     """
-    from .io.demo import airs_column_targets, load_truth
-    from .io.kaggle import AIRS_CROP, open_planet
-
     truth = load_truth(root, planet_id)
     planet = open_planet(root, planet_id, split=truth.get("split", "train"))
     depth = np.asarray(truth["depth"], np.float64)
