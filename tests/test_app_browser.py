@@ -460,6 +460,10 @@ def test_compare_two_runs_shows_exactly_the_changed_key(fresh_page):
 def test_click_a_pixel_shows_its_series_with_dq_flags(fresh_page):
     page = fresh_page
     open_tab(page, "cds")
+    # nominal streams the detector stages (no frame planes): keep CDS's, as the inspector's note says
+    expect(page.locator(".px-note-cds")).to_contain_text("cache.write_intermediate")
+    page.locator(".cfg-cds-cache-write-intermediate input").check()
+    click_run(page, 2)
     frame = page.locator(".px-frame-cds .bk-Canvas, .px-frame-cds canvas").first
     frame.scroll_into_view_if_needed()
     expect(frame).to_be_visible()

@@ -167,10 +167,25 @@ def test_planets_tab_lists_a_batch_and_opens_a_planet(two_planet_batch, tmp_path
         state.close()
 
 
-def test_click_a_pixel_shows_its_series(ran):
-    state, view = ran
-    view.tabs.active = list(view.stage_tabs).index("cds")
-    inspector = view.stage_tabs["cds"].inspector
+def test_click_a_pixel_shows_its_series(demo_root, tmp_path):
+    state = AppState(data_root=demo_root, work_dir=tmp_path)
+    try:
+        view = AppView(state)
+        assert state.run() is not None, state.error
+        view.tabs.active = list(view.stage_tabs).index("cds")
+        inspector = view.stage_tabs["cds"].inspector
+        # nominal keeps no frame plane: the inspector says how to keep them
+        assert inspector.frame.object is None and "cache.write_intermediate" in inspector.note.object
+        view.stage_tabs["cds"].form.widgets["cache.write_intermediate"].value = True
+        assert state.run() is not None, state.error
+        view.tabs.active = list(view.stage_tabs).index("adc")
+        view.tabs.active = list(view.stage_tabs).index("cds")
+        _inspect_pixels(inspector)
+    finally:
+        state.close()
+
+
+def _inspect_pixels(inspector) -> None:
     assert inspector.frame.object is not None
     inspector._tap.event(x=200.5, y=16.5)
     assert "data-row='16' data-column='200'" in inspector.note.object
