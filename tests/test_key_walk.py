@@ -93,6 +93,10 @@ def _candidates(stage: str, key: str, f: dataclasses.Field, value: Any, ctx: dic
     if (stage, key) in special:
         return special[(stage, key)]()
     choices = meta.get("choices")
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        lo, hi = min(value), max(value)          # a range [lo, hi]: widen it
+        wider = [lo - 0.1 * abs(lo or 1), hi + 0.1 * abs(hi or 1)]
+        return [wider if len(value) == 2 else [v * 1.1 for v in value]]
     if isinstance(value, list) and choices:
         out = [value[:-1]] if len(value) > 1 else []
         return out + [[*value, c] for c in choices if c not in value]
@@ -222,11 +226,12 @@ class Walker:
         _assert_same(got, want, what)
         # the stages the runner recomputed are the ones invalidated_by names (the app's stale marks)
         ran = {r.stage for r in rerun.records if r.status == "ran"}
+        why = [(r.stage, r.instrument, r.reason) for r in rerun.records if r.status == "ran" and r.stage not in stale]
         if not any(".cache." in k for k in changes):        # cache off / moved: everything runs again
             if rerun.status == "ok":
-                assert ran == set(stale), (what, ran, stale)
+                assert ran == set(stale), (what, ran, stale, why)
             else:
-                assert ran <= set(stale), (what, ran, stale)
+                assert ran <= set(stale), (what, ran, stale, why)
         self.checked.extend(changes)
         shutil.rmtree(rerun_dir)
         shutil.rmtree(fresh_dir)
