@@ -157,8 +157,8 @@ def _state(result) -> dict:
     files = {name: (rd / name).read_text() if (rd / name).exists() else None
              for name in ("depths.csv", "depths_calibrated.csv")}
     state = json.loads((rd / "run_state.json").read_text())
-    return {"status": result.status, "message": result.message.replace(str(rd), "<run_dir>"), "arrays": arrays, "files": files,
-            "run_state": state["status"], "stages": {(r.stage, r.instrument) for r in result.records
+    return {"status": result.status, "message": result.message.replace(str(rd), "<run_dir>"), "arrays": arrays,
+            "files": files, "run_state": state["status"], "stages": {(r.stage, r.instrument) for r in result.records
                                                      if r.status != "skipped"}}
 
 

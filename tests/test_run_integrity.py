@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -28,7 +27,6 @@ from calib_core.config import compose_config, config_hash
 from calib_core.io import DEMO_PLANET_ID, make_demo
 from calib_core.io.demo import load_truth
 from calib_core.rundir import run_status
-from calib_core.store import load_output
 
 PID = DEMO_PLANET_ID
 BARE = ("Traceback", "LinAlgError", "IndexError", "TypeError", "ZeroDivisionError", "KeyError", "ValueError",
