@@ -9,7 +9,8 @@ What keeps it affordable (a full chain costs a few seconds even at 32 read pairs
 keys):
 
 * the keys of one stage's section that change results are changed *together* (one config per section;
-  split into sub-sections, then single keys, when the combination is invalid or makes the run fail), and
+  split into its sub-sections when the combination is invalid or makes the run fail, and a sub-section into
+  single keys when it is invalid), and
   the keys that must never change a result (``quality_checks``, ``logging``, ``cache``) of all stages
   together, in four groups.  A stale cache shows as a stage that reads a changed key without it being in
   its cache key; changing several keys of one section at once hides that only if the changes cancel;
@@ -262,25 +263,28 @@ def _walk_result_keys(w: Walker, stage: str, ctx: dict) -> list[str]:
 
 
 def _check_group(w: Walker, changes: dict[str, Any], parts: dict[str, dict[str, Any]] | None) -> None:
-    """One combined change; split into sub-sections, then single keys, while the combination is invalid.
+    """One combined change; split into sub-sections (then single keys) when it is invalid or makes the run fail.
 
-    A combination that makes the run fail is not split: every stage that ran before the failure -- the
-    stages that read the section from upstream among them -- is compared, and the stages after it are
-    recomputed with or without a cache (their keys chain the failing stage's).
+    A failing combination is compared too (both runs must fail alike), but it stops the chain at the failing
+    stage, so its sub-sections are walked again one by one; a sub-section that fails on its own is not split
+    further (every stage before the failure, those reading the section from upstream among them, is compared,
+    and the stages after it are recomputed either way: their keys chain the failing stage's).
     """
     if not changes:
         return
     cfg = _with(w.base_cfg, changes)
     if cfg is not None:
-        w.outcomes.append(w.check(changes, cfg)["status"])
-        return
+        status = w.check(changes, cfg)["status"]
+        w.outcomes.append(status)
+        if status == "ok" or parts is None:
+            return
     if parts is not None and len(parts) > 1:
         for sub in parts.values():
             _check_group(w, sub, None)
-    elif len(changes) > 1:
+    elif cfg is None and len(changes) > 1:
         for key, value in changes.items():
             _check_group(w, {key: value}, None)
-    else:      # a single change valid on its own (_first_valid) is never invalid here
+    elif cfg is None:      # a single change valid on its own (_first_valid) is never invalid here
         raise AssertionError(f"{w.profile}: {changes} is not a valid config")
 
 
@@ -356,7 +360,7 @@ def test_every_key_changed_reruns_equal_a_fresh_run(walk_root, base_runs, tmp_pa
         for group in _no_result_groups(cfg):
             changed = _with(cfg, group)
             assert changed is not None, group
-            w.check(group, changed, fresh_empty=True)
+            w.outcomes.append(w.check(group, changed, fresh_empty=True)["status"])
         no_alternative: list[str] = []
         every = {f"calib.{s}.{k}" for s in vc.enabled for k, _, _ in iter_fields(vc.stages[s])
                  if k.split(".")[0] in NO_RESULT_SECTIONS}
