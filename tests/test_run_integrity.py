@@ -268,7 +268,7 @@ def _calibrate_fails(root: Path, tmp_path: Path, expected: str) -> str:
                                        "calib.adc.saturation.level_dn = 65535 DN)"),
     ("dropped-or-saturated", lambda i: 0 if i % 4 < 2 else 65535,
      "adc/AIRS-CH0: all 48 frames that are not dropped (48 are) are saturated"),
-])
+], ids=["all-zero", "all-saturated", "dropped-or-saturated"])
 def test_an_unusable_instrument_is_named_by_the_adc_stage(degenerate_src, tmp_path, case, values, expected):
     root = _copy(degenerate_src, tmp_path)
     _set_signal(root, "AIRS-CH0", values)
