@@ -283,7 +283,11 @@ def _check_group(w: Walker, changes: dict[str, Any], parts: dict[str, dict[str, 
             _check_group(w, sub, None)
     elif cfg is None and len(changes) > 1:
         for key, value in changes.items():
-            _check_group(w, {key: value}, None)
+            one = {key: value}
+            if _with(w.base_cfg, one) is None:      # valid only with a companion (source: config + period_days)
+                one = next((pair for k, v in changes.items() if k != key
+                            for pair in [{key: value, k: v}] if _with(w.base_cfg, pair) is not None), one)
+            _check_group(w, one, None)
     elif cfg is None:      # a single change valid on its own (_first_valid) is never invalid here
         raise AssertionError(f"{w.profile}: {changes} is not a valid config")
 
