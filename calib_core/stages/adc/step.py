@@ -94,6 +94,26 @@ def _convert(raw: np.ndarray, data: np.ndarray, var: np.ndarray, dq: np.ndarray,
                                    frame_mean, acc.counts, acc.max_corr, acc.dn_hist, acc.dq.hist)
 
 
+def _check_usable(n: int, dropped: np.ndarray, acc: "_AdcAccumulator", cfg: AdcConfig, signal: Any) -> None:
+    """Refuse an instrument without one usable pixel-read: every frame dropped, at 0 DN or saturated.
+
+    Nothing downstream can be computed from such a signal (photometry would find
+    no usable pixel); the stage that sees it says so, naming the file.
+    """
+    n_dropped = int(np.count_nonzero(dropped))
+    if n_dropped == n:
+        raise DataError(f"all {n} frames are dropped (every pixel at 0 DN, how telemetry gaps are written) in "
+                        f"{signal}; expected detector reads")
+    raw_px, zero, sat = (int(acc.count(k)) for k in ("n_raw_pixels", "n_zero", "n_raw_saturated"))
+    if raw_px and zero + sat >= raw_px:
+        level = f"calib.adc.saturation.level_dn = {cfg.saturation.level_dn} DN"
+        what = (f"saturated (every pixel at or above {level})" if sat >= raw_px else
+                "at the ADC floor (every pixel at 0 DN)" if zero >= raw_px else
+                f"at the ADC floor or saturated (every pixel at 0 DN or at or above {level})")
+        live = f"{n - n_dropped} frames that are not dropped ({n_dropped} are)" if n_dropped else f"{n} frames"
+        raise DataError(f"all {live} are {what} in {signal}; expected detector reads with usable pixels")
+
+
 class _AdcStream(FrameStream):
     """Single-pass ADC conversion of raw chunks ``(first, uint16 frames)``.
 
@@ -133,6 +153,7 @@ class _AdcStream(FrameStream):
     def finish(self, writer: StoreWriter) -> dict:
         if self.setup is None:
             raise DataError(f"adc: {self.inst} signal has no frames")
+        _check_usable(self.n_frames, self.dropped, self.acc, self.cfg, self.planet.signal_path(self.inst))
         write_frame_meta(writer, self.axis, self.frame_shape, self.wavelength_um)
         writer.put("read_var", self.setup.read_var, "electron2")
         return AdcStage._metrics(self.n_frames, self.dropped, self.gain, self.offset, self.source, None, self.axis,
@@ -185,6 +206,7 @@ class AdcStage(Stage):
             ctx.report(sl.stop / n * 0.5, f"{sl.stop}/{n} frames converted")
         if planes is None or setup is None:
             raise DataError(f"adc: {inst} signal has no frames")
+        _check_usable(n, dropped, acc, cfg, planet.signal_path(inst))
         offsets, estimate_var = common_mode(planes[0], setup.ref_cols, frame_axis.read_kind, dropped,
                                             cfg.reference_pixel.strategy, ctx.chunk_frames)
         setup.read_var += np.float32(estimate_var)
