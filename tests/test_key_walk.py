@@ -46,7 +46,7 @@ from calib_core.chain import run_chain
 from calib_core.config import ConfigError, compose_config
 from calib_core.config.base import iter_fields
 from calib_core.config.compose import validate_config
-from calib_core.io.demo import load_truth, make_demo
+from calib_core.sim import load_truth, make_demo
 from calib_core.plan import NO_RESULT_SECTIONS, invalidated_by
 from calib_core.stages import stage_info
 from calib_core.store import load_output

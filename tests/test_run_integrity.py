@@ -24,8 +24,7 @@ import pytest
 from calib_core.chain import run_chain
 from calib_core.cli import main
 from calib_core.config import compose_config, config_hash
-from calib_core.io import DEMO_PLANET_ID, make_demo
-from calib_core.io.demo import load_truth
+from calib_core.sim import DEMO_PLANET_ID, load_truth, make_demo
 from calib_core.rundir import run_status
 
 PID = DEMO_PLANET_ID
@@ -297,3 +296,22 @@ def test_a_transit_longer_than_the_visit_leaves_no_baseline(degenerate_src, tmp_
     # FGS1's white light (S/N ~3 at this size) takes a noise dip for the transit; AIRS-CH0 sees it whole
     line = _calibrate_fails(root, tmp_path, "trace/AIRS-CH0: no out-of-transit baseline: the transit window ")
     assert "leaves 0 of " in line and "a transit longer than the visit?" in line
+
+
+def test_a_sparse_visit_whose_outlier_filter_eats_the_transit_names_the_filter_and_its_remedy(tmp_path):
+    # 16 read pairs over the whole visit: the trace's running median spans ingress and egress
+    root = make_demo(tmp_path / "sparse", seed=0, n_pairs=16)
+    run = tmp_path / "run"
+    proc = subprocess.run(_cli("calibrate", "--config-name", "calib/nominal", f"data.root={root}", f"run_dir={run}"),
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("spectramind: error:")]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "trace/FGS1: white-light curve has" in lines[0]
+    assert "calib.trace.robust.window_frames = 11, calib.trace.robust.sigma = 5.0) rejected" in lines[0]
+    for bare in BARE:
+        assert bare not in proc.stderr, (bare, proc.stderr)
+    # the remedy the message names works
+    proc = subprocess.run(_cli("calibrate", "--config-name", "calib/nominal", f"data.root={root}", f"run_dir={run}",
+                               "calib.trace.robust.sigma=100"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert run_status(run) == "ok" and (run / "depths.csv").exists()
