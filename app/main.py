@@ -28,7 +28,7 @@ __all__ = ["create_app", "data_root_from_args", "TITLE"]
 TITLE = "SpectraMind · calibration diagnostics"
 DATA_ROOT_ENV = "SPECTRAMIND_DATA_ROOT"
 
-pn.extension(notifications=True)
+pn.extension("tabulator", notifications=True)   # tabulator: the Planets table
 hv.extension("bokeh", logo=False)
 
 

@@ -41,7 +41,7 @@ __all__ = ["LivePlot", "render", "render_element", "plot_layout", "PLOT_HEIGHT"]
 PLOT_HEIGHT = 300           #: height of every plot (px); widths follow the page
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 _BASE_OPTS = dict(responsive=True, height=PLOT_HEIGHT, tools=["hover"], active_tools=["box_zoom"],
-                  fontsize={"title": "11pt"}, toolbar="above")
+                  fontsize={"title": "10pt"}, toolbar="above")
 
 
 def _text(plot: Any, key: str, default: str = "") -> str:
@@ -94,10 +94,16 @@ def _one_curve(plot: Series, xlabel: str, ylabel: str, color: str) -> hv.Overlay
     vdims = [_dim(ylabel, "y")]
     label = _text(plot, "label")
     x, y = np.asarray(plot.x), np.asarray(plot.y)
-    curve = hv.Curve((x, y), kdims=kdims, vdims=vdims, label=label).opts(color=color, line_width=1.5)
+    points_only = getattr(plot, "style", "line") == "points"
+    if points_only:
+        curve = hv.Scatter((x, y), kdims=kdims, vdims=vdims, label=label).opts(color=color, size=4)
+    else:
+        curve = hv.Curve((x, y), kdims=kdims, vdims=vdims, label=label).opts(color=color, line_width=1.5)
     if plot.yerr is None:
         return curve
     errors = hv.ErrorBars((x, y, np.asarray(plot.yerr)), kdims=kdims, vdims=[*vdims, "yerr"], label=label)
+    if points_only:
+        return errors.opts(color=color, line_color=color, alpha=0.5) * curve
     points = hv.Scatter((x, y), kdims=kdims, vdims=vdims, label=label)
     return errors.opts(color=color, line_color=color, alpha=0.5) * points.opts(color=color, size=4) * curve
 
@@ -107,8 +113,9 @@ def _curve(plot: Series) -> hv.Overlay:
     layers = [_one_curve(p, xlabel, ylabel, _PALETTE[i % len(_PALETTE)]) for i, p in enumerate([plot, *plot.overlay])]
     overlay = hv.Overlay(layers)
     show_legend = any(_text(p, "label") for p in [plot, *plot.overlay])
+    # the legend sits outside the axes (it used to cover the data)
     return overlay.opts(**_BASE_OPTS, title=_text(plot, "title"), show_legend=show_legend,
-                        legend_position="top_right")
+                        legend_position="right")
 
 
 def _bars(plot: Bars) -> hv.Element:
@@ -217,7 +224,8 @@ def plot_layout(plot: Plot) -> tuple:
     layers = [plot, *plot.overlay] if isinstance(plot, Series) else [plot]
     return (type(plot).__name__, _text(plot, "xlabel"), _text(plot, "ylabel"), _text(plot, "clabel"),
             bool(getattr(plot, "logy", False)), getattr(plot, "x", None) is not None and isinstance(plot, Image),
-            tuple((_text(p, "label"), getattr(p, "yerr", None) is not None) for p in layers))
+            tuple((_text(p, "label"), getattr(p, "yerr", None) is not None, getattr(p, "style", "line"))
+                  for p in layers))
 
 
 class LivePlot:
@@ -228,6 +236,8 @@ class LivePlot:
     plot : calib_core.diagnostics.Plot
         Plot data of a kind with a HoloViews element (:class:`Histogram`, :class:`Image`,
         :class:`Series`, :class:`Bars`).
+    tap : bool
+        Record clicks on the figure in :attr:`tap`.
 
     Raises
     ------
@@ -242,10 +252,15 @@ class LivePlot:
     colour ranges follow the new data.
     """
 
-    def __init__(self, plot: Plot):
+    def __init__(self, plot: Plot, tap: bool = False):
         self.layout = plot_layout(plot)
         self._pipe = hv.streams.Pipe(data=_framewise(render_element(plot)))
-        dmap = hv.DynamicMap(lambda data: data, streams=[self._pipe])
+        #: with ``tap``: a :class:`holoviews.streams.Tap` of clicks on the figure (data coordinates)
+        self.tap = hv.streams.Tap(x=None, y=None) if tap else None
+        if self.tap is None:
+            dmap = hv.DynamicMap(lambda data: data, streams=[self._pipe])
+        else:   # a stream of a DynamicMap must be one of its own streams to be linked to the figure
+            dmap = hv.DynamicMap(lambda data, x, y: data, streams=[self._pipe, self.tap])
         self.pane = pn.pane.HoloViews(dmap, sizing_mode="stretch_width", linked_axes=False,
                                       css_classes=["diag-plot", f"diag-{plot.kind}"])
 

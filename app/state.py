@@ -455,13 +455,38 @@ class AppState(param.Parameterized):
         self.param.update(error=message, error_count=self.error_count + 1)
 
     def export_yaml(self) -> str:
-        """YAML of the tuned profile; ``spectramind calibrate --config-name <file>`` reproduces this session's run."""
-        return config_to_yaml(self.cfg)
+        """YAML of the tuned profile; ``spectramind calibrate --config-name <file>`` reproduces this session's run.
+
+        A tuned built-in profile gets its own ``run_dir`` (``runs/<profile>-tuned-<hash>``), so running the
+        export on the command line does not overwrite the built-in profile's run (``run_dir`` is not part of
+        the config hash: the results are the same).
+        """
+        if not self.tuned:
+            return config_to_yaml(self.cfg)
+        cfg = copy.deepcopy(self.cfg)
+        with open_dict(cfg):
+            cfg.run_dir = f"runs/{self._export_stem}"
+        return config_to_yaml(cfg)
+
+    @property
+    def tuned(self) -> bool:
+        """The profile is a built-in one whose values were edited in the app."""
+        if self.profile not in PROFILES:
+            return False
+        base = builtin_profile(self.profile)
+        self._apply_dataset(base)
+        return config_hash(base) != self.config_hash
+
+    @property
+    def _export_stem(self) -> str:
+        stem = Path(self.profile).stem
+        return f"{stem}-tuned-{self.config_hash[:8]}" if self.tuned else stem
 
     @property
     def export_filename(self) -> str:
-        """File name offered for the exported profile."""
-        return f"spectramind_{Path(self.profile).stem}_{self.config_hash[:8]}.yaml"
+        """File name offered for the exported profile (``spectramind_<profile>-tuned_<hash>.yaml`` once edited)."""
+        stem = Path(self.profile).stem + ("-tuned" if self.tuned else "")
+        return f"spectramind_{stem}_{self.config_hash[:8]}.yaml"
 
     # ------------------------------------------------------------------ running
 

@@ -20,6 +20,9 @@ import panel as pn
 from calib_core.diagnostics import Table
 from calib_core.stages import stage_info
 
+from .downloads import results_button
+from .investigate import investigation_tabs, link_stage_tabs
+from .pixels import FRAME_STAGES, PixelInspector
 from .render import LivePlot, render
 from .state import PROFILES, AppState
 from .widgets import StageForm
@@ -99,6 +102,13 @@ def gate_badge(gate: Any) -> str:
             f"title='{tip}'>{html.escape(text)}</span>")
 
 
+def _timing(rec: Any, stale: bool = False) -> str:
+    """How the shown output was obtained: computed in N s, or reused from the cache (no time spent)."""
+    text = ("reused from the cache (same inputs and config)" if rec.status == "cached"
+            else f"{rec.status} in {rec.seconds:.2f} s" if rec.status == "ran" else rec.status)
+    return html.escape(f"last run: {text}" if stale else text)
+
+
 def _chip(kind: str, text: str) -> str:
     return f"<span class='chip chip-{kind}'>{html.escape(text)}</span>"
 
@@ -128,10 +138,15 @@ class StageTab(pn.viewable.Viewer):
         self.tables = pn.Column(sizing_mode="stretch_width", css_classes=["stage-tables"])
         self._shown: tuple | None = None
         self._live: list[LivePlot | None] = []
+        self.tap_handlers: dict[str, Any] = {}    #: plot title -> handler(x, y) of a click on that plot
+        self._taps: list = []
         self._controls = pn.Column(pn.pane.HTML("<b>Configuration</b> <span class='stage-note'>calib."
                                                 f"{html.escape(stage)}</span>", stylesheets=[APP_CSS]),
                                    width=330, css_classes=["stage-controls"], margin=(0, 10, 0, 0))
-        results = pn.Column(self.header, self.badges, self.plots, self.tables, sizing_mode="stretch_width")
+        # linked views of a frame stage (app/pixels.py): click a pixel, see its series
+        self.inspector = PixelInspector(state, stage) if stage in FRAME_STAGES else None
+        results = pn.Column(self.header, self.badges, self.plots, self.tables,
+                            *([self.inspector] if self.inspector is not None else []), sizing_mode="stretch_width")
         self._layout = pn.Row(self._controls, results, sizing_mode="stretch_width", name=self.title)
 
     @property
@@ -170,14 +185,15 @@ class StageTab(pn.viewable.Viewer):
             parts.append(_chip("notrun", "not run"))
             parts.append("<span class='stage-note'>press Run chain</span>")
         else:
-            parts.append(_chip(rec.status, rec.status))
+            stale = self.stage in state.stale
+            # one chip: a stale stage's last status is history, told in the note
+            parts.append(_chip("stale", "stale") if stale else _chip(rec.status, rec.status))
             where = rec.instrument or "planet"
-            parts.append(f"<span class='stage-note'>{html.escape(where)} · {rec.seconds:.2f} s"
+            parts.append(f"<span class='stage-note'>{html.escape(where)} · {_timing(rec, stale)}"
                          + (f" · {html.escape(rec.reason)}" if rec.reason else "") + "</span>")
-        if self.stage in state.stale and state.result is not None:
-            parts.append(_chip("stale", "stale"))
-            parts.append("<span class='stage-note stage-stale'>config changed upstream or here: "
-                         "re-run to update</span>")
+            if stale:
+                parts.append("<span class='stage-note stage-stale'>config changed upstream or here: "
+                             "re-run to update</span>")
         return f"<div class='stage-head'>{''.join(parts)}</div>"
 
     def _badges_html(self) -> str:
@@ -212,16 +228,35 @@ class StageTab(pn.viewable.Viewer):
         plot_items = [item for item in items if not isinstance(item, Table)]
         table_items = [item for item in items if isinstance(item, Table)]
         if not self._update_live(plot_items):
-            self._live = [self._live_plot(item) for item in plot_items]
+            self._live = [self._live_plot(item, getattr(item, "title", "") in self.tap_handlers)
+                          for item in plot_items]
+            self._link_taps(plot_items)
             panes = [live.pane if live is not None else render(item) for live, item in zip(self._live, plot_items)]
-            self.plots.objects = [pn.Row(*panes[i:i + 2], sizing_mode="stretch_width")
-                                  for i in range(0, len(panes), 2)]
+            # one plot per row: two side by side cut titles, squeezed legends and made x ticks collide
+            self.plots.objects = panes
         tables = [render(item) for item in table_items]
         if rec is not None and rec.status in ("ran", "cached") and not plot_items and not tables:
-            tables.append(pn.pane.HTML("<span class='stage-note'>The engine returned no diagnostics for this "
-                                       "stage with the current settings.</span>", stylesheets=[APP_CSS],
+            if rec.metrics.get("skipped") and rec.metrics.get("method") == "none":
+                text = (f"<b>method: none</b>: this stage passes its input through unchanged, so it has nothing "
+                        f"to show. Set <span class='mono'>calib.{html.escape(self.stage)}.method</span> (left) to "
+                        "another method and run to see its diagnostics.")
+            else:
+                text = "The engine returned no diagnostics for this stage with the current settings."
+            tables.append(pn.pane.HTML(f"<span class='stage-note'>{text}</span>", stylesheets=[APP_CSS],
                                        css_classes=["no-diagnostics"]))
         self.tables.objects = [pn.FlexBox(*tables, sizing_mode="stretch_width")] if tables else []
+        if self.inspector is not None:
+            self.inspector.refresh()
+
+    def _link_taps(self, plot_items: list) -> None:
+        """A click on a plot whose title has a handler in :attr:`tap_handlers` calls it with the data (x, y)."""
+        self._taps = []
+        for live, item in zip(self._live, plot_items):
+            handler = self.tap_handlers.get(getattr(item, "title", ""))
+            if live is not None and live.tap is not None and handler is not None:
+                tap = live.tap
+                tap.param.watch(lambda *e, t=tap, h=handler: t.x is not None and h(t.x, t.y), ["x", "y"])
+                self._taps.append(tap)
 
     def _update_live(self, plot_items: list[dict]) -> bool:
         """Put new data into the shown figures; False (nothing changed) if their number or a layout differs."""
@@ -235,9 +270,9 @@ class StageTab(pn.viewable.Viewer):
         return True
 
     @staticmethod
-    def _live_plot(item: dict) -> LivePlot | None:
+    def _live_plot(item: dict, tap: bool = False) -> LivePlot | None:
         try:
-            return LivePlot(item)
+            return LivePlot(item, tap=tap)
         except Exception:  # noqa: BLE001 -- unrenderable plot data is shown as a block by render()
             return None
 
@@ -281,11 +316,16 @@ class SummaryTab(pn.viewable.Viewer):
             title = html.escape(stage_info(r.stage).title)
             gates = "".join(gate_badge(g) for g in r.gates) or (html.escape(r.reason) if r.reason else "–")
             where = html.escape(r.instrument or "planet")
+            seconds = f"{r.seconds:.2f}" if r.status == "ran" else "–"
             rows.append(f"<tr class='sum-row sum-{r.status}'><td>{title}</td><td>{where}</td>"
-                        f"<td>{_chip(r.status, r.status)}</td><td>{r.seconds:.2f}</td><td>{gates}</td></tr>")
-        table = ("<table class='sum-table sum-stages'><tr><th>stage</th><th>instrument</th><th>status</th>"
+                        f"<td>{_chip(r.status, r.status)}</td><td>{seconds}</td><td>{gates}</td></tr>")
+        table = ("<table class='sum-table sum-stages'><tr><th>stage</th><th>instrument</th><th>last run</th>"
                  "<th>seconds</th><th>QC gates</th></tr>" + "".join(rows) + "</table>")
-        return self._kv(info) + "<h3>Stages and QC gates</h3>" + table
+        note = ("<p class='stage-note cache-note'>cached: the stage's stored output was reused (its inputs and "
+                "config are unchanged), so no time was spent. A session's first run reuses the run of the same "
+                "profile that the server computed once for every session.</p>"
+                if any(r.status == "cached" for r in res.records) else "")
+        return self._kv(info) + "<h3>Stages and QC gates</h3>" + table + note
 
     @staticmethod
     def _kv(rows: list[tuple[str, str]]) -> str:
@@ -317,6 +357,8 @@ class AppView(pn.viewable.Viewer):
         self.stage_tabs: dict[str, StageTab] = {}
         self._last_notified: tuple[str, float] = ("", 0.0)
         self.summary = SummaryTab(state)
+        # investigation tabs after the summary (app/lightcurves.py, app/compare.py, ...): each has refresh()
+        self.extra_tabs = investigation_tabs(state, self)
         self.tabs = pn.Tabs(dynamic=True, sizing_mode="stretch_width", css_classes=["stage-tabs"])
         self.tabs.param.watch(self._on_active, "active")
         self._build_controls()
@@ -334,8 +376,10 @@ class AppView(pn.viewable.Viewer):
         state = self.state
         self.dataset_select = pn.widgets.Select.from_param(state.param.dataset, label="Planet",
                                                            sizing_mode="stretch_width", css_classes=["pick-dataset"])
+        # outline buttons: the selected instrument is the filled one
         self.instrument_select = pn.widgets.RadioButtonGroup.from_param(
-            state.param.instrument, label="Instrument", sizing_mode="stretch_width", css_classes=["pick-instrument"])
+            state.param.instrument, label="Instrument", sizing_mode="stretch_width", css_classes=["pick-instrument"],
+            color="primary", variant="outline")
         self.profile_select = pn.widgets.Select(label="Profile", options=self._profile_options(),
                                                 value=state.profile, sizing_mode="stretch_width",
                                                 css_classes=["pick-profile"])
@@ -356,6 +400,7 @@ class AppView(pn.viewable.Viewer):
         self.download = pn.widgets.FileDownload(callback=self._export, filename=state.export_filename,
                                                 label="Export profile YAML", color="success",
                                                 sizing_mode="stretch_width", css_classes=["export-yaml"])
+        self.results_download = results_button(state)
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                    css_classes=["config-error"])
         refused = state.refused_planets
@@ -364,24 +409,38 @@ class AppView(pn.viewable.Viewer):
             visible=bool(refused), sizing_mode="stretch_width", css_classes=["refused-planets"])
         self.sidebar = pn.Column(
             pn.pane.Markdown("### Data", margin=(0, 10)), self.dataset_select, self.refused_note,
+            pn.pane.Markdown("Instrument shown in the stage tabs", margin=(0, 10), css_classes=["instrument-label"]),
             self.instrument_select,
             pn.pane.Markdown("### Profile", margin=(0, 10)), self.profile_select,
             pn.pane.Markdown("or load an exported profile:", margin=(0, 10)), self.upload,
             pn.pane.Markdown("### Run", margin=(0, 10)), self.run_button, self.rerun_button, self.progress,
             self.progress_text, self.alert,
-            pn.pane.Markdown("### Export", margin=(0, 10)), self.download,
+            pn.pane.Markdown("### Export", margin=(0, 10)), self.download, self.results_download,
             pn.pane.Markdown("Reproduce on the command line:\n`spectramind calibrate --config-name <file>`",
                              margin=(0, 10), css_classes=["export-hint"]),
             sizing_mode="stretch_width", css_classes=["app-sidebar"])
         self._update_rerun_label()
+
+    def show_tab(self, tab: Any) -> None:
+        """Open the investigation tab ``tab`` (one of :attr:`extra_tabs`)."""
+        for i, (_, t) in enumerate(self.extra_tabs):
+            if t is tab:
+                self.tabs.active = len(self.stage_tabs) + 1 + i
+
+    def show_stage(self, stage: str) -> None:
+        """Open the tab of ``stage`` (used by the investigation tabs)."""
+        if stage in self.stage_tabs:
+            self.tabs.active = list(self.stage_tabs).index(stage)
 
     def _build_tabs(self) -> None:
         stages = self.state.stages
         self.stage_tabs = {s: StageTab(self.state, s) for s in stages}
         for tab in self.stage_tabs.values():
             tab.refresh_status()
+        link_stage_tabs(self)     # e.g. a click on the depths tab's spectrum opens the channel in Light curves
         self.summary.refresh()
-        self.tabs[:] = [*((tab_label(s), t) for s, t in self.stage_tabs.items()), ("Summary", self.summary)]
+        self.tabs[:] = [*((tab_label(s), t) for s, t in self.stage_tabs.items()), ("Summary", self.summary),
+                        *((title, t) for title, t in self.extra_tabs)]
         self.tabs.stylesheets = [_tab_marker_css(len(self.stage_tabs))]
         self._update_markers()
         self.tabs.active = 0
@@ -418,10 +477,13 @@ class AppView(pn.viewable.Viewer):
 
     def _refresh_visible(self) -> None:
         stage = self.active_stage
-        if stage is None:
-            self.summary.refresh()
-        else:
+        extra = self.tabs.active - len(self.stage_tabs) - 1
+        if stage is not None:
             self.stage_tabs[stage].refresh_plots()
+        elif 0 <= extra < len(self.extra_tabs):
+            self.extra_tabs[extra][1].refresh()
+        else:
+            self.summary.refresh()
 
     # ------------------------------------------------------------------ events
 

@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt as exc:
-        print(f"spectramind: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"spectramind: {str(exc) or 'interrupted (Ctrl-C)'}", file=sys.stderr)   # an exception is truthy
         return 130
     except ArgumentError as exc:
         print(f"spectramind {args.command}: error: {exc}".splitlines()[0], file=sys.stderr)

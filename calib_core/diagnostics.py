@@ -12,7 +12,8 @@ kind           content
                     extents ``data[x, y]`` (e.g. time x wavelength); an optional
                     :class:`Outline` (aperture, extraction box)
 :class:`Series`     ``y`` against ``x`` with optional ``yerr``; ``overlay`` series
-                    drawn on the same axes
+                    drawn on the same axes; ``style`` "line" (a NaN breaks the
+                    line, e.g. across a gap between instruments) or "points"
 :class:`Bars`       ``values`` per category label
 :class:`Table`      rows of ``[name, value, ...]``
 =============  ================================================================
@@ -29,8 +30,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from .store import StoredOutput
 
-__all__ = ["Bars", "Histogram", "Image", "Outline", "Plot", "Series", "Table", "decimate", "frame_image",
-           "histogram"]
+__all__ = ["Bars", "Histogram", "Image", "Outline", "Plot", "Series", "Table", "break_between", "decimate",
+           "frame_image", "histogram"]
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Series(Plot):
     yerr: Any = None
     label: str = ""
     overlay: list["Series"] = field(default_factory=list)
+    style: str = "line"                     #: "line" (NaN breaks it) or "points" (markers, e.g. residuals)
 
 
 @dataclass
@@ -113,6 +115,22 @@ def histogram(values: np.ndarray, bins: int = 128, range_: tuple[float, float] |
             range_ = (range_[0] - 0.5, range_[1] + 0.5)
     counts, edges = np.histogram(values, bins=bins, range=range_)
     return Histogram(title, counts, edges, xlabel=xlabel, logy=log)
+
+
+def break_between(groups: np.ndarray, x: np.ndarray):
+    """``gap(values, is_x=False)``: ``values`` with a NaN inserted where ``groups`` changes (x: the midpoint).
+
+    Drawn as a line, a spectrum then does not join the last FGS1 channel to the first AIRS-CH0 one.
+    """
+    groups = np.asarray(groups)
+    cuts = np.flatnonzero(np.diff(groups) != 0) + 1
+    x = np.asarray(x, np.float64)
+
+    def gap(values: np.ndarray, is_x: bool = False) -> np.ndarray:
+        fill = 0.5 * (x[cuts - 1] + x[cuts]) if is_x else np.nan
+        return np.insert(np.asarray(values, np.float64), cuts, fill)
+
+    return gap
 
 
 def decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[list[float], list[float]]:

@@ -77,3 +77,19 @@ def detector_chain(detector_demo, tmp_path_factory, run_stage):
             outputs[(name, inst)], metrics[(name, inst)] = out, m
             inp = out.frames()
     return {"root": detector_demo, "planet": planet, "cfgs": cfgs, "outputs": outputs, "metrics": metrics}
+
+
+@pytest.fixture(scope="session")
+def two_planet_batch(tmp_path_factory):
+    """``(data_root, batch_dir)``: two demo planets and a ``spectramind batch`` run of both (nominal profile)
+    whose output directory lies inside the data root (a root the app may open)."""
+    from calib_core.batch import run_batch
+    from calib_core.sim import make_demo
+
+    root = make_demo(tmp_path_factory.mktemp("two_planets") / "data", seed=0, n_pairs=48, planet_id=3000001)
+    make_demo(root, seed=6, n_pairs=48, planet_id=3000002)
+    out = root / "batches" / "nominal"
+    outcomes = run_batch("calib/nominal", out_dir=out, root=root, split="train", workers=1,
+                         dashboard_address=None, progress=False)
+    assert [o.status for o in outcomes] == ["ok", "ok"], [o.message for o in outcomes]
+    return root, out

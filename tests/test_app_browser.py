@@ -10,6 +10,7 @@ a refused value; then two more sessions at once check isolation.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
@@ -36,6 +37,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 RUN_TIMEOUT = 90_000
 NOMINAL = compose_config("calib/nominal")
+INVESTIGATION_TABS = ("Light curves", "Compare", "Planets")     #: after the summary (issue 15's contract)
 WITH_PLOTS = ("adc", "dark", "flat", "cds", "photometry", "trace", "phase", "depths")
 
 
@@ -55,14 +57,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url(demo_root, tmp_path_factory):
-    """URL of ``spectramind app`` started on the small demo planet's data root."""
+@contextlib.contextmanager
+def served_app(data_root: Path, log: Path):
+    """``spectramind app --data-root data_root`` as users start it; yields its URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "app.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("spectramind")), "app", "--port", str(port),
-                                 "--data-root", str(demo_root), "--no-show"],
+                                 "--data-root", str(data_root), "--no-show"],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
@@ -85,6 +86,13 @@ def app_url(demo_root, tmp_path_factory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_root, tmp_path_factory):
+    """URL of ``spectramind app`` started on the small demo planet's data root."""
+    with served_app(demo_root, tmp_path_factory.mktemp("server") / "app.log") as url:
+        yield url
 
 
 def _goto(browser, url: str) -> tuple[Page, float]:
@@ -200,7 +208,7 @@ def test_first_render_and_every_tab(app_page, capsys):
     report(capsys, f"first page with the first run's diagnostics: {FIRST_RENDER_S[0]:.2f} s")
     SHOTS.mkdir(parents=True, exist_ok=True)
     stages = [str(s) for s in NOMINAL.calib if s not in ("profile", "method")]
-    expect(page.locator(".bk-tab")).to_have_count(len(stages) + 1)
+    expect(page.locator(".bk-tab")).to_have_count(len(stages) + 1 + len(INVESTIGATION_TABS))
     for i, stage in enumerate(stages):
         open_tab(page, stage)
         expect(page.locator(f".stage-{stage} .chip").first).to_be_visible()
@@ -274,8 +282,10 @@ def test_export_yaml_holds_the_tuned_profile_and_uploads_back(app_page, tmp_path
         page.locator(".export-yaml button, .export-yaml a").first.click()
     path = tmp_path / download.value.suggested_filename
     download.value.save_as(path)
-    assert path.name.startswith("spectramind_nominal_") and path.suffix == ".yaml"
+    # a tuned built-in profile is named as such and gets its own run_dir (no overwrite of runs/nominal)
+    assert path.name.startswith("spectramind_nominal-tuned_") and path.suffix == ".yaml"
     exported = yaml.safe_load(path.read_text())
+    assert exported["run_dir"].startswith("runs/nominal-tuned-")
     assert exported["calib"]["phase"]["binning"]["nbins"] == 37
     assert exported["calib"]["dark"]["hot_pixels"]["sigma"] == 3.0
     assert exported["calib"]["trace"]["quality_checks"]["median_tolerance"] == 1e-9
@@ -483,3 +493,182 @@ def test_a_planet_linking_outside_the_data_root_is_not_offered_and_the_refusal_i
         if page is not None:
             page.context.close()
         server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# investigation tabs (issue 15): a fresh session of its own, after the tests above
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def extra_tab(page: Page, title: str):
+    return page.locator(".bk-tab").filter(has_text=re.compile(rf"^\s*{re.escape(title)}\s*$"))
+
+
+@pytest.fixture(scope="module")
+def fresh_page(browser, app_url):
+    page, t0 = _goto(browser, app_url)
+    _await_first_run(page, t0)
+    yield page
+    page.context.close()
+
+
+def test_rough_edges_are_fixed(fresh_page):
+    page = fresh_page
+    expect(page.locator(".instrument-label")).to_contain_text("Instrument")
+    for title in INVESTIGATION_TABS:
+        expect(extra_tab(page, title)).to_have_count(1)
+    # the first run reuses the server's run: no "0.00 s" for cached stages, and it says why
+    open_tab(page, None)
+    expect(page.locator(".cache-note")).to_contain_text("reused")
+    cached = page.locator(".sum-row.sum-cached")
+    expect(cached.first).to_be_visible()
+    for row in cached.all():
+        assert row.locator("td").nth(3).inner_text().strip() == "–"     # seconds: none spent, none shown
+    # method none: the stage explains why it shows nothing
+    open_tab(page, "top_level_calib")
+    expect(page.locator(".no-diagnostics")).to_contain_text("method: none")
+    # robust ADC histogram range, time axes in hours, a meaningful pair-gap plot
+    open_tab(page, "adc")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text).startsWith('Raw counts ') && String(m.text).includes('saturated')))")
+    assert not any(t.startswith("Raw counts, every") for t in plot_titles(page))
+    shot(page, "issue15_adc.png")
+    open_tab(page, "cds")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text).startsWith('Pair time gap minus nominal')))")
+    labels = page.evaluate("""() => { const out = [];
+        for (const doc of Bokeh.documents) for (const m of doc.all_models)
+            if (m.type === 'LinearAxis' && m.axis_label) out.push(String(m.axis_label));
+        return out; }""")
+    assert "time (s)" not in labels and "time since visit start (h)" in labels
+    shot(page, "issue15_cds.png")
+    open_tab(page, "depths")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text) === 'Transmission spectrum'))", timeout=RUN_TIMEOUT)
+    shot(page, "issue15_depths.png")
+
+
+def test_light_curves_open_a_channel_from_a_click_on_the_spectrum(fresh_page):
+    page = fresh_page
+    # one click on the depths tab's spectrum opens the Light curves tab at that channel
+    open_tab(page, "depths")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text) === 'Transmission spectrum'))", timeout=RUN_TIMEOUT)
+    spectrum = page.locator(".stage-plots .diag-plot").first.locator(".bk-Canvas, canvas").first
+    box = spectrum.bounding_box()
+    spectrum.click(position={"x": box["width"] * 0.55, "y": box["height"] * 0.5})
+    head = page.locator(".lc-head .lc-title")
+    expect(head).to_contain_text("AIRS-CH0 channel")
+    opened = int(head.get_attribute("data-first"))
+    expect(extra_tab(page, "Light curves")).to_have_class(re.compile("bk-active"))
+    # then a click on the tab's own spectrum: a channel left of the middle
+    page.locator(".lc-channel").wait_for()
+    spectrum = page.locator(".lc-spectrum .bk-Canvas, .lc-spectrum canvas").first
+    expect(spectrum).to_be_visible()
+    box = spectrum.bounding_box()
+    spectrum.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.5})
+    expect(head).not_to_have_attribute("data-first", str(opened))
+    first = int(head.get_attribute("data-first"))
+    assert 0 < first < 141                      # left of the middle of the spectrum: a shorter wavelength
+    expect(page.locator(".lc-plots .diag-plot")).to_have_count(4)
+    titles = plot_titles(page)
+    assert any(t.startswith("Phase-folded") for t in titles) and any(t.startswith("Residuals") for t in titles)
+    shot(page, "issue15_light_curves.png")
+
+
+def test_download_results_zip(fresh_page, tmp_path):
+    page = fresh_page
+    with page.expect_download() as download:
+        page.locator(".download-results button, .download-results a").first.click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name.startswith("spectramind_results_") and path.suffix == ".zip"
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        assert {"depths.csv", "qc.json", "config.yaml"} <= names
+        rows = zf.read("depths.csv").decode().splitlines()
+        assert len(rows) == 2 and rows[0].startswith("planet_id")
+        assert yaml.safe_load(zf.read("config.yaml"))["calib"]["phase"]["binning"]["nbins"] == \
+            NOMINAL.calib.phase.binning.nbins
+
+
+def test_compare_two_runs_shows_exactly_the_changed_key(fresh_page):
+    page = fresh_page
+    open_tab(page, "phase")
+    set_input(page, "phase", "binning.nbins", 41)
+    click_run(page, 2)
+    extra_tab(page, "Compare").click()
+    rows = page.locator(".compare-diff .cmp-row")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-key", "calib.phase.binning.nbins")
+    expect(rows.first).to_contain_text("41")
+    expect(page.locator(".compare-gates")).to_contain_text("coverage_frac")
+    titles = plot_titles(page)
+    assert any(t.startswith("Difference (B - A) / combined sigma") for t in titles)
+    assert any(t.startswith("White light AIRS-CH0: fits of A and B (white depth A") for t in titles)
+    shot(page, "issue15_compare.png")
+
+
+def test_click_a_pixel_shows_its_series_with_dq_flags(fresh_page):
+    page = fresh_page
+    open_tab(page, "cds")
+    # nominal streams the detector stages (no frame planes): keep CDS's, as the inspector's note says
+    expect(page.locator(".px-note-cds")).to_contain_text("cache.write_intermediate")
+    page.locator(".cfg-cds-cache-write-intermediate input").check()
+    click_run(page, 2)
+    frame = page.locator(".px-frame-cds .bk-Canvas, .px-frame-cds canvas").first
+    frame.scroll_into_view_if_needed()
+    expect(frame).to_be_visible()
+    box = frame.bounding_box()
+    frame.click(position={"x": box["width"] * 0.45, "y": box["height"] * 0.5})
+    selected = page.locator(".px-note-cds .px-selected")
+    expect(selected).to_contain_text("DQ flags")
+    row, column = int(selected.get_attribute("data-row")), int(selected.get_attribute("data-column"))
+    assert 0 <= row < 32 and 0 <= column < 356
+    page.wait_for_function("([r, c]) => [...Bokeh.documents].some(d => [...d.all_models].some(m => "
+                           "m.type === 'Title' && String(m.text).startsWith(`CDS pixel (row ${r}, column ${c})`)))",
+                           arg=[row, column], timeout=RUN_TIMEOUT)
+    page.locator(".px-series-cds").scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    page.screenshot(path=SHOTS / "issue15_pixel.png")
+
+
+@pytest.fixture(scope="module")
+def batch_app_url(two_planet_batch, tmp_path_factory):
+    """``spectramind app`` on the two-planet data root that holds a ``spectramind batch`` output."""
+    root, _ = two_planet_batch
+    with served_app(root, tmp_path_factory.mktemp("batch_server") / "app.log") as url:
+        yield url
+
+
+def test_planets_tab_opens_a_planet_of_a_batch(browser, batch_app_url, two_planet_batch):
+    root, batch = two_planet_batch
+    page, t0 = _goto(browser, batch_app_url)
+    try:
+        _await_first_run(page, t0)
+        extra_tab(page, "Planets").click()
+        page.locator(".batch-dir input").fill(str(batch))
+        page.locator(".open-batch button").click()
+        expect(page.locator(".planets-count")).to_contain_text("2 planets (2 ok)")
+        table = page.locator(".planets-table")
+        expect(table.locator(".tabulator-row")).to_have_count(2)
+        expect(table.locator(".tabulator-row").nth(1)).to_contain_text("3000002")
+        # sort by planet id, descending: the second planet comes first; filter on the status column
+        header = table.locator(".tabulator-col[tabulator-field='planet_id'] .tabulator-col-title")
+        header.click()
+        header.click()
+        expect(table.locator(".tabulator-row").first).to_contain_text("3000002")
+        shot(page, "issue15_planets.png")
+        table.locator(".tabulator-row").first.locator(".tabulator-cell[tabulator-field='status']").click()
+        # its run opens in the stage tabs: the depths tab, the planet selected, the batch's run directory
+        expect(page.locator(".stage-depths")).to_contain_text("Transit depths")
+        expect(page.locator(".pick-dataset select")).to_have_value("train/3000002")
+        expect(page.locator(".run-status")).to_contain_text("opened planet 3000002")
+        page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                               "&& String(m.text) === 'Transmission spectrum'))", timeout=RUN_TIMEOUT)
+        open_tab(page, None)
+        expect(page.locator(".summary .run-dir")).to_contain_text(str(batch / "3000002"))
+    finally:
+        page.context.close()

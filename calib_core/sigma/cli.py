@@ -211,6 +211,7 @@ def calibrate(args: argparse.Namespace) -> dict:
     cfg, notes = _resolve_config(args)
     preds, targets, y, other = _read_inputs(args, cfg)
     notes += _negative_mu_notes(preds, other)
+    notes += [*preds.skipped, *(other.skipped if other is not None else [])]
     fit_rows, eval_rows = _split(preds, cfg)
     model = fit_model(cfg, y[fit_rows], preds.mu[fit_rows], preds.sigma[fit_rows])
     out = Path(args.out)

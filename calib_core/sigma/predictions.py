@@ -4,7 +4,9 @@ Prediction inputs (``spec`` of :func:`read_predictions`):
 
 * a CSV in the Kaggle submission layout ``planet_id, wl_1..wl_N, sigma_1..sigma_N``
   (a submission, or one run's ``depths.csv``, which has the same layout and one row);
-* a directory (every ``depths.csv`` below it) or a glob pattern of such CSVs: a batch;
+* a directory (every ``depths.csv`` below it) or a glob pattern of such CSVs: a batch; a
+  ``depths.csv`` in a run directory whose last run did not end ``ok`` (its ``run_state.json``:
+  failed, interrupted, running) is skipped and listed in :attr:`Predictions.skipped`;
 * ``.npz`` with arrays ``mu`` and ``sigma`` (``(n_planets, n_bins)`` or
   ``(n_bins,)``) and optionally ``ids``;
 * ``.pt`` (a ``torch.save`` dict with the same keys) when torch is installed.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import io
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -48,6 +51,8 @@ __all__ = [
     "write_predictions",
 ]
 
+log = logging.getLogger(__name__)
+
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _MAX_LISTED = 10
 
@@ -70,6 +75,7 @@ class Predictions:
     source: str                      #: the path or pattern as given
     kind: str                        #: "csv" | "batch" | "npz" | "pt"
     files: list[Path] = field(default_factory=list)   #: files read (several for a batch)
+    skipped: list[str] = field(default_factory=list)  #: batch files left out, each with why (run not ok)
 
     @property
     def n_planets(self) -> int:
@@ -249,8 +255,30 @@ def _batch_files(spec: str) -> list[Path]:
     return files
 
 
+def _not_ok(files: list[Path]) -> tuple[list[Path], list[str]]:
+    """Files of run directories whose last run ended ``ok`` (or that are no run directory), and the rest.
+
+    A run directory says how its last run ended in ``run_state.json``
+    (:func:`calib_core.rundir.run_status`); a ``depths.csv`` next to a failed,
+    interrupted or still running run is not that run's result.
+    """
+    from ..rundir import STATE_NAME, run_status
+
+    keep, skipped = [], []
+    for f in files:
+        status = run_status(f.parent) if (f.parent / STATE_NAME).exists() else None
+        if (f.parent / STATE_NAME).exists() and status != "ok":
+            skipped.append(f"{f}: skipped, the run in {f.parent} ended {status!r} (run_state.json), not 'ok'")
+            log.warning("%s", skipped[-1])
+        else:
+            keep.append(f)
+    return keep, skipped
+
+
 def _read_batch(spec: str, n_bins: int) -> Predictions:
-    files = _batch_files(spec)
+    files, skipped = _not_ok(_batch_files(spec))
+    if not files:
+        raise InputError(spec, f"no depths.csv of a successful run: {len(skipped)} skipped ({skipped[0]})")
     parts = [_read_prediction_csv(f, n_bins) for f in files]
     ids = np.concatenate([p[0] for p in parts])
     where = f"{spec} ({len(files)} files)"
@@ -260,7 +288,7 @@ def _read_batch(spec: str, n_bins: int) -> Predictions:
         owners = [str(f) for f, p in zip(files, parts, strict=True) if dup in p[0]]
         raise InputError(where, f"planet {dup} appears in several files: {', '.join(owners[:_MAX_LISTED])}")
     return Predictions(np.vstack([p[1] for p in parts]), np.vstack([p[2] for p in parts]), ids, spec,
-                       "batch", files)
+                       "batch", files, skipped)
 
 
 def read_predictions(spec: str | os.PathLike, n_bins: int = 283) -> Predictions:

@@ -17,11 +17,12 @@ from here.
 from .averaging import red_noise_beta, time_bin
 from .geometry import Geometry, geometry_from_durations, transit_durations
 from .model import LD_FLUX_WEIGHTS, deficit_basis, ld_direction, ld_from_beta, light_curve, supersample_factor
-from .search import TransitEstimate, box_search, estimate_transit, window_mask
+from .search import MIN_TRANSIT_SAMPLES, TransitEstimate, box_search, estimate_transit, window_mask
 
 __all__ = [
     "LD_FLUX_WEIGHTS",
     "Geometry",
+    "MIN_TRANSIT_SAMPLES",
     "TransitEstimate",
     "transit_durations",
     "geometry_from_durations",

@@ -103,7 +103,7 @@ def _trapezoid(t: np.ndarray, t0: float, t14: float, tau: float) -> np.ndarray:
     return np.clip((t14 / 2 - np.abs(t - t0)) / max(tau, 1e-9), 0.0, 1.0)
 
 
-_MIN_TRANSIT_SAMPLES = 12   #: usable white-light samples needed to locate a transit
+MIN_TRANSIT_SAMPLES = 12   #: usable white-light samples needed to locate a transit
 _MIN_TRANSIT_BINS = 5       #: occupied time bins the box search needs (a window of 2 and 3 baseline bins)
 
 
@@ -138,9 +138,9 @@ def estimate_transit(time_h: np.ndarray, flux: np.ndarray, weights: np.ndarray, 
         median level that is not a positive finite flux.
     """
     n_usable = int(np.count_nonzero(np.asarray(weights) > 0))
-    if n_usable < _MIN_TRANSIT_SAMPLES:
+    if n_usable < MIN_TRANSIT_SAMPLES:
         raise DataError(f"white-light curve has {n_usable} usable samples of {time_h.size}; at least "
-                        f"{_MIN_TRANSIT_SAMPLES} are needed to locate the transit (are most frames flagged?)")
+                        f"{MIN_TRANSIT_SAMPLES} are needed to locate the transit (are most frames flagged?)")
     t_b, f_b, w_b, _ = time_bin(time_h, flux[:, None], weights[:, None], min(nbins, time_h.size))
     good = w_b[:, 0] > 0
     t_b, f_b, w_b = t_b[good], f_b[good, 0], w_b[good, 0]

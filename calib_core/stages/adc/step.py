@@ -94,6 +94,26 @@ def _convert(raw: np.ndarray, data: np.ndarray, var: np.ndarray, dq: np.ndarray,
                                    frame_mean, acc.counts, acc.max_corr, acc.dn_hist, acc.dq.hist)
 
 
+def _check_usable(n: int, dropped: np.ndarray, acc: "_AdcAccumulator", cfg: AdcConfig, signal: Any) -> None:
+    """Refuse an instrument without one usable pixel-read: every frame dropped, at 0 DN or saturated.
+
+    Nothing downstream can be computed from such a signal (photometry would find
+    no usable pixel); the stage that sees it says so, naming the file.
+    """
+    n_dropped = int(np.count_nonzero(dropped))
+    if n_dropped == n:
+        raise DataError(f"all {n} frames are dropped (every pixel at 0 DN, how telemetry gaps are written) in "
+                        f"{signal}; expected detector reads")
+    raw_px, zero, sat = (int(acc.count(k)) for k in ("n_raw_pixels", "n_zero", "n_raw_saturated"))
+    if raw_px and zero + sat >= raw_px:
+        level = f"calib.adc.saturation.level_dn = {cfg.saturation.level_dn} DN"
+        what = (f"saturated (every pixel at or above {level})" if sat >= raw_px else
+                "at the ADC floor (every pixel at 0 DN)" if zero >= raw_px else
+                f"at the ADC floor or saturated (every pixel at 0 DN or at or above {level})")
+        live = f"{n - n_dropped} frames that are not dropped ({n_dropped} are)" if n_dropped else f"{n} frames"
+        raise DataError(f"all {live} are {what} in {signal}; expected detector reads with usable pixels")
+
+
 class _AdcStream(FrameStream):
     """Single-pass ADC conversion of raw chunks ``(first, uint16 frames)``.
 
@@ -133,6 +153,7 @@ class _AdcStream(FrameStream):
     def finish(self, writer: StoreWriter) -> dict:
         if self.setup is None:
             raise DataError(f"adc: {self.inst} signal has no frames")
+        _check_usable(self.n_frames, self.dropped, self.acc, self.cfg, self.planet.signal_path(self.inst))
         write_frame_meta(writer, self.axis, self.frame_shape, self.wavelength_um)
         writer.put("read_var", self.setup.read_var, "electron2")
         return AdcStage._metrics(self.n_frames, self.dropped, self.gain, self.offset, self.source, None, self.axis,
@@ -185,6 +206,7 @@ class AdcStage(Stage):
             ctx.report(sl.stop / n * 0.5, f"{sl.stop}/{n} frames converted")
         if planes is None or setup is None:
             raise DataError(f"adc: {inst} signal has no frames")
+        _check_usable(n, dropped, acc, cfg, planet.signal_path(inst))
         offsets, estimate_var = common_mode(planes[0], setup.ref_cols, frame_axis.read_kind, dropped,
                                             cfg.reference_pixel.strategy, ctx.chunk_frames)
         setup.read_var += np.float32(estimate_var)
@@ -254,6 +276,7 @@ class AdcStage(Stage):
             m["hist_counts"] = np.add.reduceat(acc.dn_hist, edges[:-1]).tolist()
             m["hist_edges"] = edges.tolist()
             m["hist_frames"] = acc.hist_frames
+            m.update(_robust_histogram(acc.dn_hist, cfg.diagnostics.hist_bins))
             for kind, label in ((0, "first"), (1, "signal")):
                 sel = axis.read_kind == kind
                 t, y = decimate(axis.time_s[sel], acc.frame_mean[sel], cfg.diagnostics.max_curve_points)
@@ -275,7 +298,14 @@ class AdcStage(Stage):
 
     def diagnostics(self, output: StoredOutput, metrics: dict, ctx: StageContext) -> list[Plot]:
         plots: list[Plot] = []
-        if "hist_counts" in metrics:
+        if "hist_robust_counts" in metrics:
+            lo, hi = metrics["hist_robust_range"]
+            plots.append(Histogram(f"Raw counts {lo}-{hi} DN, every {HIST_FRAME_STRIDE}th read "
+                                   f"({metrics.get('n_adc_floor', 0)} reads at 0 DN, "
+                                   f"{metrics.get('n_raw_saturated', 0)} saturated)",
+                                   np.asarray(metrics["hist_robust_counts"]),
+                                   np.asarray(metrics["hist_robust_edges"]), xlabel="DN"))
+        elif "hist_counts" in metrics:
             plots.append(Histogram(f"Raw counts, every {HIST_FRAME_STRIDE}th read (zero / saturation pile-ups)",
                                    np.asarray(metrics["hist_counts"]), np.asarray(metrics["hist_edges"]),
                                    xlabel="DN"))
@@ -284,16 +314,37 @@ class AdcStage(Stage):
         for label in ("first", "signal"):
             curve = metrics.get(f"frame_mean_{label}_curve")
             if curve:
-                plots.append(Series(f"Mean electrons per {label} read (usable pixels)", curve["time_s"],
-                                    curve["mean_e"], xlabel="time (s)", ylabel="electrons"))
+                plots.append(Series(f"Mean electrons per {label} read (usable pixels)",
+                                    np.asarray(curve["time_s"]) / 3600.0, curve["mean_e"],
+                                    xlabel="time since visit start (h)", ylabel="electrons"))
         if "reference_offset_curve" in metrics:
             curve = metrics["reference_offset_curve"]
-            plots.append(Series("Reference-pixel common-mode offset", curve["time_s"], curve["offset_e"],
-                                xlabel="time (s)", ylabel="electrons"))
+            plots.append(Series("Reference-pixel common-mode offset", np.asarray(curve["time_s"]) / 3600.0,
+                                curve["offset_e"], xlabel="time since visit start (h)", ylabel="electrons"))
         keys = ("gain", "offset", "conversion_source", "linearization", "n_dropped_frames", "n_adc_floor",
                 "n_raw_saturated", "n_saturated", "n_nonlinear", "n_clamped", "max_linearity_correction_e")
         plots.append(Table("ADC summary", [[k, metrics.get(k)] for k in keys]))
         return plots
+
+
+def _robust_histogram(dn_hist: np.ndarray, bins: int) -> dict:
+    """Histogram of the sampled raw values over their central range (0.1-99.9 %, pile-ups excluded).
+
+    The full 0..65535 DN range makes the data one spike; the pile-ups at 0 DN and at the
+    ceiling are counted by ``n_adc_floor`` / ``n_raw_saturated`` instead.
+    """
+    inner = np.asarray(dn_hist, np.int64).copy()
+    inner[0] = inner[-1] = 0
+    total = int(inner.sum())
+    if total == 0:
+        return {}
+    cum = np.cumsum(inner)
+    lo = int(np.searchsorted(cum, 0.001 * total))
+    hi = int(np.searchsorted(cum, 0.999 * total)) + 1
+    edges = np.unique(np.round(np.linspace(lo, hi, min(bins, hi - lo) + 1)).astype(np.int64))
+    counts = np.add.reduceat(inner[: edges[-1]], edges[:-1]) if edges.size > 1 else np.array([inner[lo]])
+    return {"hist_robust_counts": counts.tolist(), "hist_robust_edges": edges.tolist(),
+            "hist_robust_range": [lo, hi]}
 
 
 STAGE = AdcStage()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...config.base import ConfigError
-from ...diagnostics import Plot, Series, histogram
+from ...diagnostics import Plot, Series, break_between, histogram
 from ...transit import Geometry, geometry_from_durations, time_bin
 from ..base import Gate, Stage, StageContext, gate
 from . import INFO
@@ -197,18 +197,20 @@ class DepthsStage(Stage):
         mu, sigma, wl = (np.asarray(f[k], np.float64) for k in ("mu", "sigma", "wavelength_um"))
         labels = ctx.planet.labels() if ctx.planet is not None else None
         truth = np.asarray(labels, np.float64) if labels is not None and np.size(labels) == mu.size else None
-        spectrum = Series("Transmission spectrum", wl, mu, xlabel="wavelength (um)", ylabel="(Rp/Rs)^2",
-                          yerr=sigma, label="fitted")
+        # lines break between instruments (FGS1 | AIRS-CH0): a NaN row at the gap
+        gap = break_between(np.asarray(f["instrument"]), wl)
+        spectrum = Series("Transmission spectrum", gap(wl, True), gap(mu), xlabel="wavelength (um)",
+                          ylabel="(Rp/Rs)^2", yerr=gap(sigma), label="fitted")
         plots: list[Plot] = [spectrum]
         if "sigma_noise_limit" in f:
             limit = np.asarray(f["sigma_noise_limit"], np.float64)
             ratio = metrics.get("sigma_to_limit_median", float("nan"))
-            plots.append(Series(f"Depth errors vs the photon + read-noise limit (median sigma / limit {ratio:.2f})",
-                                wl, sigma * 1e6, xlabel="wavelength (um)", ylabel="1-sigma (ppm)", label="sigma",
-                                overlay=[Series("", wl, limit * 1e6,
-                                                label="noise limit (known shape, constant baseline)")]))
+            plots.append(Series(f"Depth errors vs the photon + read-noise limit (median ratio {ratio:.2f})",
+                                gap(wl, True), gap(sigma) * 1e6, xlabel="wavelength (um)", ylabel="1-sigma (ppm)",
+                                label="sigma", overlay=[Series("", gap(wl, True), gap(limit) * 1e6,
+                                                               label="photon + read-noise limit")]))
         if truth is not None:
-            spectrum.overlay.append(Series("", wl, truth, label="truth"))
+            spectrum.overlay.append(Series("", gap(wl, True), gap(truth), label="truth"))
             plots.append(histogram((mu - truth) / sigma, bins=40, range_=(-5.0, 5.0), log=False,
                                    title="Per-channel residuals (mu - truth) / sigma", xlabel="z"))
         for n, inst in enumerate(output.meta.get("white_instruments", [])):
@@ -221,7 +223,7 @@ class DepthsStage(Stage):
                                 overlay=[Series("", t, model, label="batman model")]))
             plots.append(Series(f"White light {inst} residuals", t, (y - model) * 1e6,
                                 xlabel="time since visit start (h)", ylabel="ppm", yerr=e * 1e6,
-                                label="data - model"))
+                                label="data - model", style="points"))
         return plots
 
 

@@ -225,7 +225,7 @@ class PhotometryStage(Stage):
              "electrons per pixel"),
         ):
             x, yy = decimate(t, y, MAX_CURVE_POINTS)
-            plots.append(Series(title, x, yy, xlabel="time (s)", ylabel=ylabel))
+            plots.append(Series(title, np.asarray(x) / 3600.0, yy, xlabel="time since visit start (h)", ylabel=ylabel))
         if airs:
             plots.append(Series("Median extracted spectrum", np.asarray(f["channel_wavelength_um"]).tolist(),
                                 np.nanmedian(flux, axis=0).tolist(), xlabel="wavelength (um)",

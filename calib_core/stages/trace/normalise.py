@@ -8,7 +8,8 @@ import numpy as np
 
 from ...dq import DQ
 from ...robust import mad_std
-from ...transit import estimate_transit, red_noise_beta, window_mask
+from ...stages.errors import DataError
+from ...transit import MIN_TRANSIT_SAMPLES, estimate_transit, red_noise_beta, window_mask
 from .config import TraceConfig
 from .continuum import fit_continuum
 from .masks import flag_outliers, mad_std_columns, nanmedian, oot_spectrum, usable_mask, white_light
@@ -66,6 +67,7 @@ def normalise_trace(flux: np.ndarray, var: np.ndarray, flags: np.ndarray, time_s
     metrics: dict = {}
     if window_h is None:
         white, white_w = white_light(flux, var, good)
+        _check_white_samples(white_w, outliers, n_input_bad, cfg)
         est = estimate_transit(time_h, np.nan_to_num(white, nan=1.0), white_w, nbins=cfg.transit_mask.nbins)
         window_h = (est.t0_h - est.t14_h / 2, est.t0_h + est.t14_h / 2)
         metrics.update(transit_snr=est.snr, transit_t0_h=est.t0_h)
@@ -132,3 +134,21 @@ def trace_metrics(norm: np.ndarray, err: np.ndarray, flags: np.ndarray, oot: np.
         "continuum_rejected_channels": int(rejected.sum()),
         "n_nonfinite": int(np.count_nonzero(good & ~np.isfinite(norm))),
     }
+
+
+def _check_white_samples(white_w: np.ndarray, outliers: np.ndarray, n_input_bad: int, cfg: TraceConfig) -> None:
+    """Name the time-domain outlier filter when it leaves too few white-light samples to locate the transit.
+
+    On a sparse cadence the running median of ``robust.window_frames`` frames
+    spans ingress or egress, so in-transit frames can look like outliers.
+    """
+    n_usable = int(np.count_nonzero(np.asarray(white_w) > 0))
+    if n_usable >= MIN_TRANSIT_SAMPLES or not outliers.any():
+        return
+    raise DataError(f"white-light curve has {n_usable} usable samples of {white_w.size}; at least "
+                    f"{MIN_TRANSIT_SAMPLES} are needed to locate the transit: the time-domain outlier filter "
+                    f"(calib.trace.robust.window_frames = {cfg.robust.window_frames}, "
+                    f"calib.trace.robust.sigma = {cfg.robust.sigma}) rejected {int(np.count_nonzero(outliers))} "
+                    f"of {outliers.size} samples and {n_input_bad} were unusable upstream (its running median "
+                    f"assumes ingress and egress span many frames, which a sparse cadence breaks): raise "
+                    f"calib.trace.robust.sigma")

@@ -10,6 +10,7 @@ from ...series import as_2d, block_mean, check_series
 from ...timeutil import unit_to_hours
 from ...transit import transit_durations
 from ..base import Gate, Stage, StageContext, gate
+from ..coverage import check_baseline, check_visit_span
 from . import INFO
 from .config import TraceConfig
 from .masks import mad_std_columns, nanmedian
@@ -64,9 +65,11 @@ class TraceStage(Stage):
         centroids = [np.asarray(fields[k], np.float64) if k in fields else None
                      for k in ("photometry_centroid_x", "photometry_centroid_y")]
         ctx.report(0.1, "masks and transit window")
+        check_visit_span(time_s, ctx.planet)          # degenerate visits get a named cause (stages/coverage.py)
         window = _ephemeris_window(cfg, ctx) if cfg.transit_mask.method == "ephemeris" else None
         result = normalise_trace(flux, var, flags, time_s, wavelength, cfg, centroid_x=centroids[0],
                                  centroid_y=centroids[1], window_h=window)
+        check_baseline(time_s, result.oot, result.window_h, cfg.transit_mask.method)
         ctx.report(0.9, "writing")
         writer.put("trace_flux_norm", result.flux_norm, "relative")
         writer.put("trace_flux_err", result.flux_err, "relative")

@@ -1,0 +1,97 @@
+"""Linked views of a frame stage: click a pixel of the frame image to see that pixel's time series with its DQ flags.
+
+Shown under the diagnostics of the frame stages (ADC, dark, flat, CDS) whose output keeps its frame
+planes; :func:`calib_core.runview.pixel_series` reads the pixel, this module only draws it.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import holoviews as hv
+import panel as pn
+
+from calib_core.diagnostics import frame_image
+from calib_core.runview import pixel_at, pixel_series
+
+from .render import render, render_element
+from .state import AppState
+
+__all__ = ["FRAME_STAGES", "PixelInspector"]
+
+FRAME_STAGES = ("adc", "dark", "flat", "cds")
+_CSS = ".px-note { color: #555; font-size: 13px; }"
+
+
+class PixelInspector(pn.viewable.Viewer):
+    """A frame of ``stage``'s output; a click on a pixel shows its series (DQ-flagged frames marked by bit).
+
+    Parameters
+    ----------
+    state : AppState
+        The session state (last result, instrument).
+    stage : str
+        A frame stage.
+    """
+
+    def __init__(self, state: AppState, stage: str, **params: Any):
+        super().__init__(**params)
+        self.state = state
+        self.stage = stage
+        self.note = pn.pane.HTML("", stylesheets=[_CSS], css_classes=["px-note", f"px-note-{stage}"],
+                                 sizing_mode="stretch_width")
+        self.frame = pn.pane.HoloViews(None, sizing_mode="stretch_width", linked_axes=False,
+                                       css_classes=["px-frame", f"px-frame-{stage}"])
+        self.series = pn.Column(sizing_mode="stretch_width", css_classes=["px-series", f"px-series-{stage}"])
+        self._tap = hv.streams.Tap(x=None, y=None)
+        self._tap.param.watch(self._on_tap, ["x", "y"])
+        self._output = None
+        self._token: tuple | None = None
+        self._layout = pn.Column(pn.pane.Markdown("#### Pixel time series", margin=(0, 10)), self.note,
+                                 self.frame, self.series, sizing_mode="stretch_width",
+                                 css_classes=["pixel-inspector"])
+
+    def refresh(self) -> None:
+        """Show the current output's frame (rebuilt when the shown output changed)."""
+        rec = self.state.record(self.stage)
+        token = (self.state.instrument, rec and (rec.status, rec.cache_key, rec.output_dir))
+        if token == self._token:
+            return
+        self._token = token
+        self.series.objects = []
+        self._output = self.state.result.output(self.stage, rec.instrument) if rec and rec.output_dir else None
+        f = self._output.fields if self._output is not None else {}
+        if "data" not in f:
+            self.frame.object = None
+            self.note.object = ("<span class='px-note'>No frame planes stored for this output (streamed, or not "
+                                "run): set <span class='mono'>cache.write_intermediate: true</span> to inspect "
+                                "pixels.</span>" if rec is not None else "")
+            return
+        image = frame_image(self._output, f["data"].shape[0] // 2, title=f"{self.stage.upper()} electrons: "
+                            "click a pixel")
+        element = render_element(image)
+        self._tap.source = element
+        self.frame.object = element.opts(tools=["hover", "tap"])
+        self.note.object = "<span class='px-note'>Click a pixel to see its time series and DQ flags.</span>"
+
+    def _on_tap(self, *events: Any) -> None:
+        if self._output is None or self._tap.x is None or self._tap.y is None:
+            return
+        row, column = pixel_at(self._tap.x, self._tap.y)
+        self.show_pixel(row, column)
+
+    def show_pixel(self, row: int, column: int) -> None:
+        """Show pixel ``(row, column)``'s series, or the reason it cannot be shown."""
+        try:
+            px = pixel_series(self._output, row, column, self.stage, self.state.instrument)
+        except ValueError as exc:  # DataError: outside the detector, planes not stored
+            self.note.object = f"<span class='px-note px-error'>{html.escape(str(exc))}</span>"
+            return
+        flags = ", ".join(f"{name} ({len(idx)})" for name, idx in px.flags.items()) or "none"
+        self.note.object = (f"<span class='px-note px-selected' data-row='{row}' data-column='{column}'>pixel "
+                            f"(row {row}, column {column}): DQ flags {html.escape(flags)}</span>")
+        self.series.objects = [render(p) for p in px.plots()]
+
+    def __panel__(self) -> pn.Column:
+        return self._layout
