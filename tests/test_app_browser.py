@@ -450,7 +450,7 @@ def test_every_readme_command_serves_the_stage_tabs_with_diagnostics(browser, co
         expect(page.locator(".bk-tab").first).to_be_visible(timeout=120_000)
         expect(page.locator(".run-status")).to_contain_text("run #1 done", timeout=300_000)
         stages = [str(s) for s in NOMINAL.calib if s not in ("profile", "method")]
-        expect(page.locator(".bk-tab")).to_have_count(len(stages) + 1)
+        expect(page.locator(".bk-tab")).to_have_count(len(stages) + 1 + len(INVESTIGATION_TABS))
         # the first visit after the start gets the warm-up run: every stage is served from it
         status = status_text(page)
         assert "cached" in status and " ran" not in status, status

@@ -31,7 +31,10 @@ from spectramind_app.views import tab_label
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NOMINAL = compose_config("calib/nominal")
-STAGE_TABS = [tab_label(str(s)) for s in NOMINAL.calib if s not in ("profile", "method")] + ["Summary"]
+#: one tab per stage, the summary, then the investigation tabs (Light curves, Compare, Planets)
+STAGE_TABS = [tab_label(str(s)) for s in NOMINAL.calib if s not in ("profile", "method")] + ["Summary",
+                                                                                             "Light curves",
+                                                                                             "Compare", "Planets"]
 
 
 def free_port() -> int:
