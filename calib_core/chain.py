@@ -36,6 +36,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from . import rundir
+from .blas import single_threaded_blas
 from .config.compose import ValidatedConfig, config_hash, config_to_yaml, typed_content, validate_config
 from .frames import StreamedSource
 from .io.validate import validate_planet
@@ -171,7 +172,7 @@ class _Runner:
         self.records: list[StageRecord] = []
         self.outputs: dict[tuple[str, str | None], StoredOutput] = {}
         self.keys: dict[tuple[str, str | None], str] = {}
-        self.not_reused: dict[tuple[str, str | None], str] = {}      #: stored outputs that failed their checksums
+        self.not_reused: dict[tuple[str, str | None], str] = {}      #: stored outputs not reused, and why
         self.scratch = run_dir / ".scratch"
         #: ``(stage, instrument) -> (next stage, its key)``: who reads a stage's frame planes
         self.consumer: dict[tuple[str, str | None], tuple[str, str]] = {}
@@ -200,8 +201,11 @@ class _Runner:
         if out is None or out.meta.get("cache_key") != key:
             return None
         if out.meta.get("planes_released") and not self._consumer_hits(name, inst):
+            reader = self.consumer.get((name, inst), ("its reader",))[0]
             log.info("%s/%s: frame planes were released after use and %s must run again: recomputing",
-                     name, inst or PLANET_SCOPE_DIR, self.consumer.get((name, inst), ("its reader",))[0])
+                     name, inst or PLANET_SCOPE_DIR, reader)
+            self.not_reused[(name, inst)] = (f"its frame planes were released after use "
+                                             f"(cache.write_intermediate: false) and {reader} runs again")
             return None
         problem = verify_output(out_dir)
         if problem is not None:
@@ -553,7 +557,7 @@ def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: P
     vc = validate_config(cfg)
     run_dir = Path(run_dir if run_dir is not None else cfg.run_dir).expanduser().resolve()
     chash = config_hash(cfg)
-    with rundir.claim(run_dir, chash), _run_log(run_dir):
+    with rundir.claim(run_dir, chash), _run_log(run_dir), single_threaded_blas():
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
         result = RunResult(run_dir, "running", chash, [], validated=vc)
         checksums = None

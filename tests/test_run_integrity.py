@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -315,3 +316,18 @@ def test_a_sparse_visit_whose_outlier_filter_eats_the_transit_names_the_filter_a
                                "calib.trace.robust.sigma=100"), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert run_status(run) == "ok" and (run / "depths.csv").exists()
+
+
+def test_results_do_not_depend_on_the_callers_blas_threads(demo_root, tmp_path):
+    """A Dask worker or a notebook may run BLAS with another thread count: the depths stay byte-identical."""
+    from threadpoolctl import threadpool_limits
+
+    runs = {}
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            run_chain(compose_config("calib/nominal", [f"data.root={demo_root}", f"run_dir={tmp_path / str(threads)}"]))
+        runs[threads] = (tmp_path / str(threads) / "depths.csv").read_bytes()
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli("calibrate", "--config-name", "calib/nominal", f"data.root={demo_root}",
+                        f"run_dir={tmp_path / 'cli'}"), env=env, capture_output=True, check=True)
+    assert runs[1] == runs[2] == (tmp_path / "cli" / "depths.csv").read_bytes()
