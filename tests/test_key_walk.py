@@ -323,10 +323,10 @@ def walk_root(tmp_path_factory) -> tuple[Path, dict]:
     base = tmp_path_factory.mktemp("keywalk")
     root = make_demo(base / "data", seed=3, n_pairs=N_PAIRS)
     truth = load_truth(root, PID)
-    np.savez(base / "not_a_model.npz", scale=np.ones(283))      # exists; not a fitted sigma model
+    np.savez(root / "not_a_model.npz", scale=np.ones(283))      # exists (under the data root); not a sigma model
     ctx = {"t0_h": truth["t0_h"], "period_d": truth["period_d"],
            "dark_map": str(root / "train" / str(PID) / "AIRS-CH0_calibration_0" / "dark.parquet"),
-           "model": str(base / "not_a_model.npz"), "wavelengths": str(root / "wavelengths.csv")}
+           "model": str(root / "not_a_model.npz"), "wavelengths": str(root / "wavelengths.csv")}
     return root, ctx
 
 
