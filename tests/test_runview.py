@@ -242,7 +242,10 @@ def test_read_batch_and_reopen_a_planet(two_planet_batch, tmp_path):
         rv.read_batch(tmp_path)
 
 
-def test_pixel_series_and_its_dq_flags(run):
+def test_pixel_series_and_its_dq_flags(demo_root, tmp_path):
+    cfg = _cfg(demo_root)
+    cfg.calib.cds.cache.write_intermediate = True            # keep CDS's frame planes (nominal releases them)
+    run = run_chain(cfg, run_dir=tmp_path / "run")
     out = run.output("cds", "AIRS-CH0")
     data, dq = np.asarray(out.fields["data"]), np.asarray(out.fields["dq"])
     # a pixel with a DQ bit set somewhere (the demo has cosmic rays and hot pixels), else the trace centre
@@ -264,3 +267,6 @@ def test_pixel_series_and_its_dq_flags(run):
     phot = run.output("photometry", "AIRS-CH0")
     with pytest.raises(DataError, match="no frame planes stored"):
         rv.pixel_series(phot, 0, 0)
+    flat = run.output("flat", "AIRS-CH0")                    # streamed under nominal: metrics and a preview only
+    with pytest.raises(DataError, match="no frame planes stored"):
+        rv.pixel_series(flat, 0, 0)

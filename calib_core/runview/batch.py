@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..provenance import PLANET_SCOPE_DIR
 from ..stages.errors import DataError
 from .compare import _gates_of
-from .reading import _confined, read_qc
+from .reading import _confined, read_json, read_qc
 
 __all__ = ["BATCH_COLUMNS", "read_batch"]
 
@@ -32,12 +31,7 @@ def read_batch(batch_dir: str | Path) -> list[dict]:
     """
     root = Path(batch_dir).expanduser().resolve()
     path = root / "batch_summary.json"
-    try:
-        summary = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing (not a spectramind batch output directory)") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable ({exc})") from None
+    summary = read_json(path, "a spectramind batch output directory")
     planets = summary.get("planets") if isinstance(summary, dict) else None
     if not isinstance(planets, list):
         raise DataError(f"{path}: no 'planets' list")

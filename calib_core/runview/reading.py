@@ -25,6 +25,16 @@ def _confined(root: Path, path: str | Path, source: str = "qc.json", what: str =
     return resolved
 
 
+def read_json(path: Path, kind: str) -> Any:
+    """The JSON document at ``path``; a missing or unparsable file is a :class:`DataError` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (not {kind})") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None
+
+
 def read_qc(run_dir: str | Path) -> dict:
     """``qc.json`` of a run directory.
 
@@ -33,14 +43,8 @@ def read_qc(run_dir: str | Path) -> dict:
     DataError
         No run directory, or its ``qc.json`` is missing or not JSON.
     """
-    root = Path(run_dir).expanduser().resolve()
-    path = root / "qc.json"
-    try:
-        qc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing (not a finished run directory)") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable ({exc})") from None
+    path = Path(run_dir).expanduser().resolve() / "qc.json"
+    qc = read_json(path, "a finished run directory")
     if not isinstance(qc, dict) or not isinstance(qc.get("stages"), dict):
         raise DataError(f"{path}: no 'stages' mapping (expected the qc.json that spectramind calibrate writes)")
     return qc
