@@ -16,22 +16,8 @@ def _take(sorted_vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def sigma_clip_stats_numpy(values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 10) -> ClippedStats:
     """Sigma-clipped median, mean, std and count along the last axis, every row at once in NumPy.
 
-    The statement :func:`sigma_clip_stats` (compiled) must reproduce bit for bit.
-
-    Parameters
-    ----------
-    values : ndarray, shape (..., m)
-        Samples; NaN marks unusable entries.
-    sigma : float
-        Clipping threshold in units of the standard deviation (both sides).
-    maxiters : int
-        Maximum number of clipping iterations (>= 0).
-
-    Returns
-    -------
-    ClippedStats
-        Same semantics as ``astropy.stats.sigma_clipped_stats`` with
-        ``cenfunc="median", stdfunc="std"`` applied independently to every row.
+    The statement :func:`calib_core.robust.sigma_clip_stats` (compiled) must reproduce bit for bit; same
+    parameters and result.
     """
     values = np.asarray(values, np.float64)
     order = np.argsort(values, axis=-1)            # NaNs sort last
