@@ -46,6 +46,7 @@ from calib_core.chain import run_chain
 from calib_core.config import ConfigError, compose_config
 from calib_core.config.base import iter_fields
 from calib_core.config.compose import validate_config
+from calib_core.io import open_planet
 from calib_core.sim import load_truth, make_demo
 from calib_core.plan import NO_RESULT_SECTIONS, invalidated_by
 from calib_core.stages import stage_info
@@ -326,8 +327,10 @@ def walk_root(tmp_path_factory) -> tuple[Path, dict]:
     root = make_demo(base / "data", seed=3, n_pairs=N_PAIRS)
     truth = load_truth(root, PID)
     np.savez(root / "not_a_model.npz", scale=np.ones(283))      # exists (under the data root); not a sigma model
-    ctx = {"t0_h": truth["t0_h"], "period_d": truth["period_d"],
-           "dark_map": str(root / "train" / str(PID) / "AIRS-CH0_calibration_0" / "dark.parquet"),
+    # a per-pixel dark map for both instruments (so the section's combined change runs through)
+    planet = open_planet(root, PID)
+    np.savez(root / "darks.npz", **{inst: planet.calibration(inst).dark * 1.1 for inst in ("FGS1", "AIRS-CH0")})
+    ctx = {"t0_h": truth["t0_h"], "period_d": truth["period_d"], "dark_map": str(root / "darks.npz"),
            "model": str(root / "not_a_model.npz"), "wavelengths": str(root / "wavelengths.csv")}
     return root, ctx
 

@@ -333,3 +333,37 @@ def test_results_do_not_depend_on_the_callers_blas_threads(demo_root, tmp_path):
     subprocess.run(_cli("calibrate", "--config-name", "calib/nominal", f"data.root={demo_root}",
                         f"run_dir={tmp_path / 'cli'}"), env=env, capture_output=True, check=True)
     assert runs[1] == runs[2] == (tmp_path / "cli" / "depths.csv").read_bytes()
+
+
+@pytest.mark.parametrize("profile", ["fast", "nominal"])
+def test_an_ephemeris_that_misses_the_visit_is_named_not_a_singular_fit(demo_root, tmp_path, profile):
+    """A configured t0 half a period away puts no sample in a transit: depths names the ephemeris."""
+    truth = load_truth(demo_root, PID)
+    t0 = truth["t0_h"] + 12.0 * truth["period_d"]
+    run = tmp_path / profile
+    result = run_chain(compose_config(f"calib/{profile}", [f"data.root={demo_root}", f"run_dir={run}",
+                                                           f"calib.phase.ephemeris.t0={t0:.4f}"]),
+                       raise_on_failure=False)
+    assert result.status == "failed" and result.record("phase", "AIRS-CH0").status == "ran"
+    msg = result.message
+    assert msg.startswith("depths/planet: no usable sample falls in a transit: the ephemeris puts mid-transit at "
+                          f"{t0:.6g} h since the visit start (t0 from config"), msg
+    assert "check calib.phase.ephemeris.t0, t0_unit and time.start_epoch" in msg
+    assert not any(bare in msg for bare in BARE), msg
+    assert not (run / "depths.csv").exists()
+
+
+def test_a_zero_depth_uncertainty_is_refused_naming_the_geometry():
+    """A degenerate white-light fit (zero uncertainty on a fitted depth) is an error, never a result."""
+    from calib_core.stages.depths.step import _refuse_zero_sigma
+    from calib_core.transit import Geometry
+
+    out = {"mu": np.array([0.01, 0.011, np.nan]), "sigma": np.array([1e-4, 0.0, np.nan]),
+           "instrument": np.array([0, 1, 1]), "wavelength_um": np.array([0.7, 1.95, 2.0])}
+    g = Geometry(-5.9e7, 6.25, 1.5, 29.9)
+    with pytest.raises(ValueError, match=r"^1 channel\(s\) got a zero depth uncertainty \(first: AIRS-CH0 at "
+                                         r"1\.95 um\): the white-light fit is degenerate \(a/Rs 1\.5, i 29\.9 deg, "
+                                         r"t0 -5\.9e\+07 h since the visit start, from config\)"):
+        _refuse_zero_sigma(out, ["FGS1", "AIRS-CH0"], g, "config")
+    out["sigma"][1] = 2e-4
+    _refuse_zero_sigma(out, ["FGS1", "AIRS-CH0"], g, "config")       # NaN (unfitted) is the finite gate's

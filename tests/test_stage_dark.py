@@ -166,6 +166,49 @@ def test_per_pixel_map_in_adu_per_s_and_temperature_scaling(detector_chain, run_
         run_stage("dark", inp, cfg, planet, inst, tmp_path / "dark2")
 
 
+def test_per_pixel_npz_holds_one_map_per_instrument(detector_chain, run_stage, tmp_path):
+    """One file serves a whole run (FGS1 32x32, AIRS-CH0 32x356): the .npz array named after the instrument."""
+    planet = detector_chain["planet"]
+    maps = {inst: planet.calibration(inst).dark * 2.0 for inst in ("FGS1", "AIRS-CH0")}
+    path = tmp_path / "darks.npz"
+    np.savez(path, **maps)
+    cfg = dark_config.DarkConfig(method="per_pixel_map")
+    cfg.per_pixel_map.path = str(path)
+    for inst in ("FGS1", "AIRS-CH0"):
+        inp = detector_chain["outputs"][("adc", inst)].frames()
+        out, m = run_stage("dark", inp, cfg, planet, inst, tmp_path / f"dark-{inst}")
+        np.testing.assert_array_equal(np.asarray(out.fields["dark_applied"]), maps[inst].astype(np.float32))
+    np.savez(path, FGS1=maps["FGS1"])
+    inp = detector_chain["outputs"][("adc", "AIRS-CH0")].frames()
+    with pytest.raises(ValueError, match=r"per_pixel_map\.path = .*darks\.npz': no array named 'AIRS-CH0' "
+                                         r"\(it holds \['FGS1'\]"):
+        run_stage("dark", inp, cfg, planet, "AIRS-CH0", tmp_path / "dark-missing")
+
+
+def test_map_shape_check_and_broadcast_when_it_is_off(detector_chain, run_stage, tmp_path):
+    """check_shape_compatibility: a wrong shape is named; switched off, a map that broadcasts is expanded."""
+    planet = detector_chain["planet"]
+    inst = "AIRS-CH0"
+    inp = detector_chain["outputs"][("adc", inst)].frames()
+    h, w = inp.frame_shape
+    column_rates = np.linspace(0.01, 0.05, w)[None, :]          # one rate per column, shape (1, W)
+    path = tmp_path / "row.npy"
+    np.save(path, column_rates)
+    cfg = dark_config.DarkConfig(method="per_pixel_map")
+    cfg.per_pixel_map.path = str(path)
+    with pytest.raises(ValueError, match=rf"shape \(1, {w}\) does not match the frames; expected \({h}, {w}\) "
+                                         r"\(validation.check_shape_compatibility is true\)"):
+        run_stage("dark", inp, cfg, planet, inst, tmp_path / "dark-strict")
+    cfg.validation.check_shape_compatibility = False
+    out, _ = run_stage("dark", inp, cfg, planet, inst, tmp_path / "dark-row")
+    np.testing.assert_array_equal(np.asarray(out.fields["dark_applied"]),
+                                  np.broadcast_to(column_rates, (h, w)).astype(np.float32))
+    np.save(path, planet.calibration("FGS1").dark)                # 32x32: no broadcast to 32x356
+    with pytest.raises(ValueError, match=rf"shape \({h}, 32\) neither matches nor broadcasts to the frames' "
+                                         rf"\({h}, {w}\)"):
+        run_stage("dark", inp, cfg, planet, inst, tmp_path / "dark-bad")
+
+
 def test_repair_only_does_not_flag_hot(detector_chain, run_stage, tmp_path):
     planet = detector_chain["planet"]
     cfg = dark_config.DarkConfig()

@@ -175,7 +175,8 @@ class IOConfig:
 @dataclass
 class ValidationConfig:
     require_finite_inputs: bool = opt(True, doc="reject NaN/Inf on good pixels of the input")
-    check_shape_compatibility: bool = opt(True, doc="calibration maps must match the frame shape")
+    check_shape_compatibility: bool = opt(True, doc="calibration maps must match the frame shape "
+                                          "(false: a map that broadcasts to it, e.g. one row, is expanded)")
     require_existing_paths: bool = opt(True, doc="files referenced by the stage must exist")
 
 

@@ -31,26 +31,37 @@ def validate_map(array: Any, *, label: str, frame_shape: tuple[int, int], check_
     frame_shape : tuple of int
         ``(H, W)`` of the frames.
     check_shape, require_finite : bool
-        ``validation.check_shape_compatibility`` / ``validation.require_finite_inputs``.
+        ``validation.check_shape_compatibility`` / ``validation.require_finite_inputs``.  Without the
+        shape check a map that broadcasts to the frames (a scalar, one row or one column) is accepted and
+        expanded; one that does not is still refused.
     leading : bool
         The map has one leading axis (e.g. polynomial coefficients).
 
     Returns
     -------
     ndarray
-        The map as an array.
+        The map as an array of shape ``frame_shape`` (``(K, *frame_shape)`` with ``leading``).
 
     Raises
     ------
-    ValueError
+    DataError
         Naming the map, its shape and the frame shape, or its count of non-finite values.
     """
     arr = np.asarray(array)
-    if check_shape:
-        ok = arr.ndim == 3 and arr.shape[1:] == tuple(frame_shape) if leading else arr.shape == tuple(frame_shape)
-        if not ok:
-            want = f"(K, {frame_shape[0]}, {frame_shape[1]})" if leading else str(tuple(frame_shape))
-            raise DataError(f"{label}: shape {arr.shape} does not match the frames; expected {want}")
+    want = f"(K, {frame_shape[0]}, {frame_shape[1]})" if leading else str(tuple(frame_shape))
+    ok = arr.ndim == 3 and arr.shape[1:] == tuple(frame_shape) if leading else arr.shape == tuple(frame_shape)
+    if not ok and check_shape:
+        raise DataError(f"{label}: shape {arr.shape} does not match the frames; expected {want} "
+                        "(validation.check_shape_compatibility is true)")
+    if not ok:
+        if leading and arr.ndim == 1:
+            arr = arr[:, None, None]                  # one value per coefficient
+        target = ((arr.shape[0] if arr.ndim == 3 else 1), *frame_shape) if leading else tuple(frame_shape)
+        try:
+            arr = np.array(np.broadcast_to(arr, target))
+        except ValueError:
+            raise DataError(f"{label}: shape {arr.shape} neither matches nor broadcasts to the frames' "
+                            f"{want}") from None
     if require_finite and arr.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         if bad:

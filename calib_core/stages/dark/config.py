@@ -19,7 +19,8 @@ class ConvertUnitsConfig:
 
 @dataclass
 class PerPixelMapConfig:
-    path: str = opt("", doc="dark-rate map file (.npy or calibration-layout .parquet); empty = the planet's dark map")
+    path: str = opt("", doc="dark-rate map file: .npz with one array per instrument (FGS1, AIRS-CH0), or one .npy / "
+                "calibration-layout .parquet map for both; empty = the planet's dark map")
     units: str = opt("e_per_s", choices=("e_per_s", "adu_per_s"), doc="units of the per-pixel map")
     convert_units: ConvertUnitsConfig = opt(ConvertUnitsConfig, doc="unit conversion of the map")
 

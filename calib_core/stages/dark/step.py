@@ -27,21 +27,33 @@ from .temperature import temperature_factor
 __all__ = ["DarkStage", "STAGE"]
 
 
-def _load_map_file(path: Path) -> np.ndarray:
-    """The map in ``path`` (.npy or .parquet); a file that does not parse is named, its content never shown."""
-    if path.suffix not in (".npy", ".parquet"):
-        raise DataError(f"calib.dark.per_pixel_map.path = {str(path)!r}: unsupported file type (use .npy or .parquet)")
+def _load_map_file(path: Path, instrument: str) -> np.ndarray:
+    """The map in ``path`` for ``instrument``; a file that does not parse is named, its content never shown.
+
+    ``.npy`` and calibration-layout ``.parquet`` hold one map (both instruments then read it, so it must fit
+    both or broadcast); ``.npz`` holds one array per instrument, named ``FGS1`` and ``AIRS-CH0``.
+    """
+    key = f"calib.dark.per_pixel_map.path = {str(path)!r}"
+    if path.suffix not in (".npy", ".npz", ".parquet"):
+        raise DataError(f"{key}: unsupported file type (use .npy, .npz with one array per instrument, or .parquet)")
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as maps:
+                if instrument not in maps.files:
+                    raise DataError(f"{key}: no array named {instrument!r} (it holds {sorted(maps.files)}; "
+                                    "an .npz map holds one array per instrument)")
+                return maps[instrument]
         from ...io.parquet_frames import read_parquet
 
         table = read_parquet(path)
         return np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
-    except (OSError, ValueError, EOFError, ArithmeticError, TypeError) as exc:
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, ArithmeticError, TypeError, KeyError) as exc:
         # the library's message may quote the file's bytes: say only what kind of failure it was
-        raise DataError(f"calib.dark.per_pixel_map.path = {str(path)!r}: not a readable {path.suffix[1:]} "
-                        f"map ({type(exc).__name__})") from None
+        raise DataError(f"{key}: not a readable {path.suffix[1:]} map ({type(exc).__name__})") from None
 
 
 class _DarkStream(FrameStream):
@@ -146,7 +158,7 @@ class DarkStage(StreamStage):
             if val.require_existing_paths and not path.is_file():
                 raise FileNotFoundError(f"calib.dark.per_pixel_map.path = {str(path)!r}: no such file")
             label = f"calib.dark.per_pixel_map.path ({path})"
-            raw = _load_map_file(path)
+            raw = _load_map_file(path, inst)
         dark = validate_map(raw, label=label, frame_shape=shape, check_shape=val.check_shape_compatibility,
                             require_finite=val.require_finite_inputs).astype(np.float64)
         units = "e_per_s"

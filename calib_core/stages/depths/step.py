@@ -8,6 +8,7 @@ from ...config.base import ConfigError
 from ...diagnostics import Plot, Series, break_between, histogram
 from ...transit import Geometry, geometry_from_durations, time_bin
 from ..base import Gate, Stage, StageContext, gate
+from ..errors import DataError
 from . import INFO
 from .channels import channel_free_degree, fit_channels
 from .config import INSTRUMENT_ORDER, DepthsConfig
@@ -32,6 +33,36 @@ def _start_geometry(phase_out, star_info: dict | None, free: list[str]) -> Geome
     w = np.asarray(phase_out.fields["windows"], np.float64) * to_hours
     a_rs, inc = geometry_from_durations(w[3] - w[0], w[2] - w[1], 0.01, period)
     return Geometry(t0_h, period, a_rs, inc)
+
+
+def _require_transit_in_visit(g: Geometry, curve: Curves, t0_source: str) -> None:
+    """Refuse, naming the ephemeris, a geometry that puts no transit on any usable sample of the visit.
+
+    With no in-transit sample the depth is unconstrained (a singular fit); the usual cause is a configured
+    ``t0`` in the wrong unit or epoch (the phase stage's ``t0_offset_h`` gate warns about it first).
+    """
+    t1, _, _, t4 = g.contact_times(0.1)
+    period_h = g.period_d * 24.0
+    nearest = (curve.time_h - g.t0_h + period_h / 2) % period_h - period_h / 2     # to the nearest mid-transit
+    usable = np.any(curve.weight > 0, axis=1)
+    if not np.any(usable & (np.abs(nearest) < (t4 - t1) / 2)):
+        t = curve.time_h[usable] if usable.any() else curve.time_h
+        raise DataError(f"no usable sample falls in a transit: the ephemeris puts mid-transit at {g.t0_h:.6g} h "
+                        f"since the visit start (t0 from {t0_source}, period {g.period_d:.6g} d, T14 "
+                        f"{t4 - t1:.3g} h) and the visit spans {t.min():.3g}-{t.max():.3g} h; check "
+                        "calib.phase.ephemeris.t0, t0_unit and time.start_epoch")
+
+
+def _refuse_zero_sigma(out: dict, insts: list[str], g: Geometry, t0_source: str) -> None:
+    """A fitted depth with a zero uncertainty is a degenerate fit, never a result: say where to look."""
+    zero = np.isfinite(out["mu"]) & (out["sigma"] <= 0)
+    if zero.any():
+        first = int(np.flatnonzero(zero)[0])
+        raise DataError(f"{int(zero.sum())} channel(s) got a zero depth uncertainty (first: "
+                        f"{insts[int(out['instrument'][first])]} at {out['wavelength_um'][first]:.4g} um): the "
+                        f"white-light fit is degenerate (a/Rs {g.a_rs:.3g}, i {g.inc_deg:.3g} deg, t0 {g.t0_h:.6g} h "
+                        f"since the visit start, from {t0_source}); check calib.phase.ephemeris (t0, t0_unit) and "
+                        "calib.depths.geometry")
 
 
 def _ordered(inp: dict) -> list[str]:
@@ -81,6 +112,8 @@ class DepthsStage(Stage):
             raise ConfigError("calib.depths.geometry.instruments", cfg.geometry.instruments,
                               f"none of them is in the input ({', '.join(insts)})")
         whites = {i: white_curve(curves[i]) for i in insts}
+        t0_source = reference.meta.get("metrics", {}).get("t0_source", "the phase stage")
+        _require_transit_in_visit(start, whites[white_insts[-1]][0], t0_source)
         ld_cfg = cfg.limb_darkening
         ld_fixed = (ld_cfg.u1, ld_cfg.u2) if ld_cfg.method == "fixed" else None
         ctx.report(0.1, "white-light geometry")
@@ -99,6 +132,7 @@ class DepthsStage(Stage):
                                          free_degree, cfg.fit.baseline_smooth_degree)
             sigmas[inst], betas[inst] = channel_sigma(results[inst], cfg.errors, wf.geometry_rel_var(own))
         out = fill_missing(self._assemble(insts, curves, results, sigmas, betas, whites))
+        _refuse_zero_sigma(out, insts, wf.geometry, t0_source)
         self._write(writer, out, wf, insts, whites, results)
         return self._metrics(out, wf, results, insts, ctx)
 
