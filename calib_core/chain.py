@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -332,7 +332,7 @@ class _Runner:
     def _meta(rec: StageRecord, cfg: Any, extra: dict) -> dict:
         return {
             "stage": rec.stage, "instrument": rec.instrument, "cache_key": rec.cache_key, "seconds": rec.seconds,
-            "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
+            "config": asdict(cfg),      # a validated dataclass: plain values (OmegaConf: 25 ms each)
             "metrics": rec.metrics, "gates": [g.to_json() for g in rec.gates], **extra,
         }
 
