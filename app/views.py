@@ -20,7 +20,7 @@ import panel as pn
 from calib_core.diagnostics import Table
 from calib_core.stages import stage_info
 
-from .downloads import results_button
+from .downloads import SaveRun, StageArraysButton, results_button
 from .investigate import investigation_tabs, link_stage_tabs
 from .pixels import FRAME_STAGES, PixelInspector
 from .render import LivePlot, render
@@ -145,7 +145,8 @@ class StageTab(pn.viewable.Viewer):
                                    width=330, css_classes=["stage-controls"], margin=(0, 10, 0, 0))
         # linked views of a frame stage (app/pixels.py): click a pixel, see its series
         self.inspector = PixelInspector(state, stage) if stage in FRAME_STAGES else None
-        results = pn.Column(self.header, self.badges, self.plots, self.tables,
+        self.arrays = StageArraysButton(state, stage)
+        results = pn.Column(self.header, self.badges, self.arrays.button, self.plots, self.tables,
                             *([self.inspector] if self.inspector is not None else []), sizing_mode="stretch_width")
         self._layout = pn.Row(self._controls, results, sizing_mode="stretch_width", name=self.title)
 
@@ -208,6 +209,7 @@ class StageTab(pn.viewable.Viewer):
         """Update the status line and the QC badges (cheap; done for every tab)."""
         self.header.object = self._status_html()
         self.badges.object = self._badges_html()
+        self.arrays.refresh()
 
     def refresh_plots(self) -> None:
         """Build the widgets if needed; show the diagnostics if the shown stage output changed.
@@ -401,6 +403,7 @@ class AppView(pn.viewable.Viewer):
                                                 label="Export profile YAML", color="success",
                                                 sizing_mode="stretch_width", css_classes=["export-yaml"])
         self.results_download = results_button(state)
+        self.save_run = SaveRun(state)
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                    css_classes=["config-error"])
         refused = state.refused_planets
@@ -416,6 +419,8 @@ class AppView(pn.viewable.Viewer):
             pn.pane.Markdown("### Run", margin=(0, 10)), self.run_button, self.rerun_button, self.progress,
             self.progress_text, self.alert,
             pn.pane.Markdown("### Export", margin=(0, 10)), self.download, self.results_download,
+            pn.pane.Markdown("Keep this run (`runs/` under the data root):", margin=(0, 10)), self.save_run.name,
+            self.save_run.button, self.save_run.note,
             pn.pane.Markdown("Reproduce on the command line:\n`spectramind calibrate --config-name <file>`",
                              margin=(0, 10), css_classes=["export-hint"]),
             sizing_mode="stretch_width", css_classes=["app-sidebar"])

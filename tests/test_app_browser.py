@@ -605,6 +605,50 @@ def test_download_results_zip(fresh_page, tmp_path):
             NOMINAL.calib.phase.binning.nbins
 
 
+def test_download_a_stage_tabs_arrays(fresh_page, tmp_path):
+    """The photometry tab's zip holds the shown output (AIRS-CH0): every array matches its recorded checksum."""
+    import io
+    import json
+    import zipfile
+
+    import numpy as np
+    import xxhash
+
+    page = fresh_page
+    open_tab(page, "photometry")
+    with page.expect_download() as download:
+        page.locator(".download-arrays-photometry button, .download-arrays-photometry a").first.click()
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name.startswith("spectramind_photometry_AIRS-CH0_") and path.suffix == ".zip"
+    with zipfile.ZipFile(path) as zf:
+        meta, sums = json.loads(zf.read("meta.json")), json.loads(zf.read("checksums.json"))
+        assert (meta["stage"], meta["instrument"]) == ("photometry", "AIRS-CH0")
+        assert set(zf.namelist()) == {"meta.json", "checksums.json", *(f"{f}.npy" for f in meta["fields"])}
+        for name in zf.namelist():
+            assert xxhash.xxh3_128(zf.read(name)).hexdigest() == sums[name] or name == "checksums.json", name
+        flux = np.load(io.BytesIO(zf.read("photometry_flux.npy")))
+        assert flux.shape == tuple(meta["fields"]["photometry_flux"]["shape"]) and np.isfinite(flux).all()
+
+
+def test_save_the_run_under_the_data_root(fresh_page, demo_root):
+    from calib_core.runview import load_result
+
+    page = fresh_page
+    name = page.locator(".save-run-name input")
+    name.fill("browser/kept")
+    page.locator(".save-run button").click()
+    dest = (demo_root / "runs" / "browser" / "kept").resolve()
+    expect(page.locator(".save-run-note")).to_contain_text(f"saved to {dest}")
+    assert (dest / "depths.csv").is_file() and load_result(dest).status == "ok"
+    page.locator(".save-run button").click()                        # the same name again: refused, visibly
+    expect(page.locator(".config-error")).to_contain_text(f"save run: save run as 'browser/kept': {dest} exists")
+    name.fill("../outside")
+    page.locator(".save-run button").click()
+    expect(page.locator(".config-error")).to_contain_text("save run as '../outside': expected a folder name under")
+    assert not (demo_root / "outside").exists()
+
+
 def test_compare_two_runs_shows_exactly_the_changed_key(fresh_page):
     page = fresh_page
     open_tab(page, "phase")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,6 +174,60 @@ def test_results_zip_holds_the_run_files(run, tmp_path):
     (tmp_path / "qc.json").write_text("{}")
     with pytest.raises(DataError, match="no depths.csv, config.yaml"):
         rv.results_zip(tmp_path)
+
+
+def test_stage_arrays_zip_holds_the_output_and_names_what_it_skips(run):
+    out_dir = run.record("photometry", "AIRS-CH0").output_dir
+    data, skipped = rv.stage_arrays_zip(run.run_dir, "photometry", "AIRS-CH0")
+    assert skipped == []
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        meta = json.loads(zf.read("meta.json"))
+        assert meta["stage"] == "photometry" and meta["instrument"] == "AIRS-CH0"
+        assert set(zf.namelist()) == {"meta.json", "checksums.json", *(f"{f}.npy" for f in meta["fields"])}
+        flux = np.load(io.BytesIO(zf.read("photometry_flux.npy")))
+    np.testing.assert_array_equal(flux, np.load(f"{out_dir}/photometry_flux.npy"))
+    # over the limit: the largest fields stay out, each named with its path; nothing silently dropped
+    sizes = {p.stem: p.stat().st_size for p in Path(out_dir).glob("*.npy")}
+    limit = sum(sizes.values()) - max(sizes.values())
+    data, skipped = rv.stage_arrays_zip(run.run_dir, "photometry", "AIRS-CH0", max_bytes=limit)
+    assert len(skipped) == 1 and sizes[skipped[0]] == max(sizes.values())
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        note = zf.read("SKIPPED.txt").decode()
+        assert f"{skipped[0]}.npy" in note and f"{out_dir}/{skipped[0]}.npy" in note
+        assert f"{skipped[0]}.npy" not in zf.namelist() and len(zf.namelist()) == len(sizes) + 2
+    with pytest.raises(DataError, match=r"no photometry output for AIRS-CH1 \(stage disabled, skipped or failed"):
+        rv.stage_arrays_zip(run.run_dir, "photometry", "AIRS-CH1")
+
+
+def test_stage_arrays_zip_refuses_a_corrupted_output_naming_the_file(demo_root, tmp_path):
+    result = run_chain(compose_config("calib/fast", [f"data.root={demo_root}", f"run_dir={tmp_path / 'run'}"]))
+    path = f"{result.record('trace', 'FGS1').output_dir}/trace_flux_norm.npy"
+    arr = np.load(path, mmap_mode="r+")
+    arr[0] += 1.0
+    arr.flush()
+    del arr
+    with pytest.raises(DataError, match=r"trace_flux_norm\.npy: content differs from its checksum"):
+        rv.stage_arrays_zip(result.run_dir, "trace", "FGS1")
+
+
+def test_a_saved_run_reads_back_from_its_new_place(run, tmp_path):
+    root = tmp_path / "data"
+    saved = rv.save_run(run.run_dir, root, "tuned/first")
+    assert saved == (root / "runs" / "tuned" / "first").resolve() and not (saved / ".lock").exists()
+    assert (saved / "depths.csv").read_bytes() == (run.run_dir / "depths.csv").read_bytes()
+    again = rv.load_result(saved)
+    dirs = [r.output_dir for r in again.records if r.output_dir]
+    assert dirs and all(str(saved) in d for d in dirs)          # outputs found under the saved copy
+    curves = rv.light_curves(saved, "AIRS-CH0", 100)
+    np.testing.assert_array_equal(curves.raw, rv.light_curves(run.run_dir, "AIRS-CH0", 100).raw)
+    assert not list(saved.parent.glob(".*.tmp"))
+    for bad in ("../escape", "/etc", "", "a/../../b", ".hidden", "a b"):
+        with pytest.raises(DataError, match=r"save run as .*: expected a folder name under "):
+            rv.save_run(run.run_dir, root, bad)
+    with pytest.raises(DataError, match=r"first exists; choose another name"):
+        rv.save_run(run.run_dir, root, "tuned/first")
+    with pytest.raises(DataError, match=r"run_state.json: missing \(not a finished run directory\)"):
+        rv.save_run(tmp_path / "nothing", root, "other")
 
 
 def test_adc_histogram_spans_the_data_not_the_adc_range(detector_chain):
