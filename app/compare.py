@@ -14,7 +14,7 @@ from typing import Any
 
 import panel as pn
 
-from calib_core.diagnostics import Series, break_between
+from calib_core.diagnostics import DEPTH_LABEL, Series, break_between
 from calib_core.runview import (RunSnapshot, compare_spectra, config_diff, gates_side_by_side, snapshot_result,
                                 white_light_overlays)
 
@@ -146,7 +146,7 @@ class CompareTab(pn.viewable.Viewer):
                                  stylesheets=[_CSS])]
         gap = break_between(d.instrument, d.wavelength_um)
         wl = gap(d.wavelength_um, True)
-        overlay = Series("Spectra A and B", wl, gap(d.mu_a), xlabel="wavelength (um)", ylabel="(Rp/Rs)^2",
+        overlay = Series("Spectra A and B", wl, gap(d.mu_a), xlabel="wavelength (um)", ylabel=DEPTH_LABEL,
                          yerr=gap(d.sigma_a), label="A",
                          overlay=[Series("", wl, gap(d.mu_b), yerr=gap(d.sigma_b), label="B")])
         z = Series(f"Difference (B - A) / combined sigma (max |z| {d.max_abs_z:.2f})", wl, gap(d.z),

@@ -15,7 +15,7 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 
-from calib_core.diagnostics import Series
+from calib_core.diagnostics import DEPTH_LABEL, Series
 from calib_core.runview import channel_at, channel_grid, light_curves, lightcurve_plots, nearest_channel
 
 from .render import PLOT_HEIGHT, render, render_element
@@ -98,7 +98,7 @@ class LightCurvesTab(pn.viewable.Viewer):
             elif self.channel.value == 0 and n > 1 and self._shown is None:
                 self.channel.value = n // 2
             element = render_element(Series(f"{inst} spectrum: click a channel to open it", grid, mu,
-                                            xlabel="wavelength (um)", ylabel="(Rp/Rs)^2", yerr=sigma,
+                                            xlabel="wavelength (um)", ylabel=DEPTH_LABEL, yerr=sigma,
                                             label="depth", style="points"))
             self._tap.source = element
             self.spectrum.object = element.opts(height=PLOT_HEIGHT - 60, show_legend=False, tools=["hover", "tap"])

@@ -85,8 +85,10 @@ def _image(plot: Image) -> hv.Element:
         raster = data
         bounds = (0, 0, data.shape[1], data.shape[0])
     element = hv.Image(raster[::-1], bounds=bounds, kdims=kdims, vdims=vdims)
+    # colour stretch and range as the display options set them (calib_core.display): the browser maps them
+    extra = {"clim": tuple(plot.clim)} if getattr(plot, "clim", None) else {}
     return element.opts(**_BASE_OPTS, title=_text(plot, "title"), colorbar=True, cmap="viridis",
-                        clabel=_text(plot, "clabel"))
+                        clabel=_text(plot, "clabel"), cnorm=getattr(plot, "stretch", "linear"), **extra)
 
 
 def _one_curve(plot: Series, xlabel: str, ylabel: str, color: str) -> hv.Overlay | hv.Element:
@@ -224,6 +226,7 @@ def plot_layout(plot: Plot) -> tuple:
     layers = [plot, *plot.overlay] if isinstance(plot, Series) else [plot]
     return (type(plot).__name__, _text(plot, "xlabel"), _text(plot, "ylabel"), _text(plot, "clabel"),
             bool(getattr(plot, "logy", False)), getattr(plot, "x", None) is not None and isinstance(plot, Image),
+            getattr(plot, "stretch", None), getattr(plot, "clim", None),
             tuple((_text(p, "label"), getattr(p, "yerr", None) is not None, getattr(p, "style", "line"))
                   for p in layers))
 

@@ -43,11 +43,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from calib_core.config import ConfigError, compose_config, config_hash, config_to_yaml, validate_config
 from calib_core.config.compose import RESERVED_CALIB_KEYS
+from calib_core.display import DEPTH_UNITS, HIST_SCALES, STRETCHES, Display, apply_display
 from calib_core.paths import config_files
 from calib_core.plan import invalidated_by, regated_by, schedule
 from calib_core.stages import stage_info
 
-__all__ = ["AppState", "Dataset", "INSTRUMENTS", "PROFILES", "Progress", "RunOutcome", "demo_root",
+__all__ = ["AppState", "DISPLAY_PARAMS", "Dataset", "INSTRUMENTS", "PROFILES", "Progress", "RunOutcome", "demo_root",
            "builtin_profile", "list_datasets", "prewarm", "shared_run_dir", "start_prewarm"]
 
 PROFILES = ("fast", "nominal", "strict")             #: built-in profiles (configs/calib/<name>.yaml)
@@ -183,6 +184,10 @@ def start_prewarm(data_root: Path | None = None) -> threading.Thread:
     return thread
 
 
+#: the AppState parameters that make up :attr:`AppState.display`
+DISPLAY_PARAMS = ("hist_scale", "stretch", "clip", "depth_unit", "bin_channels")
+
+
 @dataclass(frozen=True)
 class Dataset:
     """One selectable planet.
@@ -299,6 +304,12 @@ class AppState(param.Parameterized):
     error = param.String(default="", doc="last refused value or failed run, shown to the user")
     error_count = param.Integer(default=0, doc="bumped with every error, so repeated messages are shown again")
     runs = param.Integer(default=0, doc="number of finished runs (successful or not)")
+    # display options of the stage tabs (calib_core.display): how plots are shown, never what is computed
+    hist_scale = param.Selector(default="auto", objects=list(HIST_SCALES), doc="histogram counts: log, linear")
+    stretch = param.Selector(default="linear", objects=list(STRETCHES), doc="colour stretch of images")
+    clip = param.Boolean(default=False, doc="clip image colours to the 1st..99th percentile")
+    depth_unit = param.Selector(default="(Rp/Rs)^2", objects=list(DEPTH_UNITS), doc="unit of transit depths")
+    bin_channels = param.Integer(default=1, bounds=(1, 64), doc="adjacent channels averaged in depth spectra")
 
     def __init__(self, data_root: str | Path | None = None, work_dir: str | Path | None = None,
                  profile: str = "nominal", **params: Any):
@@ -589,12 +600,18 @@ class AppState(param.Parameterized):
             return self.result.record(stage, None)
         return self.result.record(stage, self.instrument)
 
+    @property
+    def display(self) -> Display:
+        """The session's display options (the parameters named in :data:`DISPLAY_PARAMS`)."""
+        return Display(self.hist_scale, self.stretch, self.clip, self.depth_unit, self.bin_channels)
+
     def diagnostics(self, stage: str) -> list[dict]:
-        """Plot data of ``stage`` for the selected instrument (planet stages: the planet)."""
+        """Plot data of ``stage`` for the selected instrument (planet stages: the planet), as displayed."""
         rec = self.record(stage)
         if rec is None or rec.status in ("skipped", "failed"):
             return []
-        return self.result.diagnostics(stage, rec.instrument)
+        display = self.display
+        return [apply_display(item, display) for item in self.result.diagnostics(stage, rec.instrument)]
 
     def close(self) -> None:
         """Remove the session's run directory."""

@@ -24,7 +24,7 @@ from .downloads import SaveRun, StageArraysButton, results_button
 from .investigate import investigation_tabs, link_stage_tabs
 from .pixels import FRAME_STAGES, PixelInspector
 from .render import LivePlot, render
-from .state import PROFILES, AppState
+from .state import DISPLAY_PARAMS, PROFILES, AppState
 from .widgets import StageForm
 
 __all__ = ["APP_CSS", "AppView", "StageTab", "SummaryTab", "gate_badge", "gate_level", "tab_label"]
@@ -222,7 +222,8 @@ class StageTab(pn.viewable.Viewer):
         """
         self._ensure_form()
         rec = self.state.record(self.stage)
-        token = (self.state.instrument, rec and (rec.status, rec.instrument, rec.cache_key, rec.output_dir))
+        token = (self.state.instrument, self.state.display,
+                 rec and (rec.status, rec.instrument, rec.cache_key, rec.output_dir))
         if token == self._shown:
             return
         self._shown = token
@@ -371,6 +372,7 @@ class AppView(pn.viewable.Viewer):
         state.param.watch(self._on_error, ["error", "error_count"])
         state.param.watch(self._on_cfg, "cfg")
         state.param.watch(lambda event: self._update_rerun_label(), "running")
+        state.param.watch(lambda *events: self._refresh_visible(), list(DISPLAY_PARAMS))
 
     # ------------------------------------------------------------------ layout
 
@@ -404,6 +406,20 @@ class AppView(pn.viewable.Viewer):
                                                 sizing_mode="stretch_width", css_classes=["export-yaml"])
         self.results_download = results_button(state)
         self.save_run = SaveRun(state)
+        display = [  # how the stage tabs draw their plots (calib_core.display); nothing is recomputed
+            pn.widgets.RadioButtonGroup.from_param(state.param.hist_scale, name="Histogram counts",
+                                                   css_classes=["display-hist"], sizing_mode="stretch_width",
+                                                   variant="outline", color="primary"),
+            pn.widgets.Select.from_param(state.param.stretch, name="Image colour stretch",
+                                         css_classes=["display-stretch"], sizing_mode="stretch_width"),
+            pn.widgets.Checkbox.from_param(state.param.clip, name="clip image colours to 1-99 %",
+                                           css_classes=["display-clip"]),
+            pn.widgets.RadioButtonGroup.from_param(state.param.depth_unit, name="Depth unit",
+                                                   css_classes=["display-depth-unit"], sizing_mode="stretch_width",
+                                                   variant="outline", color="primary"),
+            pn.widgets.IntSlider.from_param(state.param.bin_channels, name="Spectrum: channels per bin",
+                                            css_classes=["display-bin"], sizing_mode="stretch_width"),
+        ]
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
                                    css_classes=["config-error"])
         refused = state.refused_planets
@@ -418,6 +434,9 @@ class AppView(pn.viewable.Viewer):
             pn.pane.Markdown("or load an exported profile:", margin=(0, 10)), self.upload,
             pn.pane.Markdown("### Run", margin=(0, 10)), self.run_button, self.rerun_button, self.progress,
             self.progress_text, self.alert,
+            pn.pane.Markdown("### Display", margin=(0, 10)),
+            pn.pane.Markdown("Histogram counts (auto: each plot's own)", margin=(0, 10)), display[0], *display[1:3],
+            pn.pane.Markdown("Depth unit", margin=(0, 10)), *display[3:],
             pn.pane.Markdown("### Export", margin=(0, 10)), self.download, self.results_download,
             pn.pane.Markdown("Keep this run (`runs/` under the data root):", margin=(0, 10)), self.save_run.name,
             self.save_run.button, self.save_run.note,

@@ -30,8 +30,12 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from .store import StoredOutput
 
-__all__ = ["Bars", "Histogram", "Image", "Outline", "Plot", "Series", "Table", "break_between", "decimate",
+__all__ = ["DEPTH_LABEL", "Bars", "Histogram", "Image", "Outline", "Plot", "Series", "Table", "break_between", "decimate",
            "frame_image", "histogram"]
+
+
+#: y label of transit-depth series (the display options convert and bin them: :mod:`calib_core.display`)
+DEPTH_LABEL = "(Rp/Rs)^2"
 
 
 @dataclass
@@ -74,6 +78,8 @@ class Image(Plot):
     x: tuple[float, float] | None = None    #: first/last x value: ``data`` is indexed [x, y]
     y: tuple[float, float] | None = None
     outline: Outline | None = None
+    stretch: str = "linear"                 #: colour stretch: "linear", "log" or "eq_hist"
+    clim: tuple[float, float] | None = None   #: colour range (None: the data's)
 
 
 @dataclass

@@ -690,6 +690,30 @@ def test_click_a_pixel_shows_its_series_with_dq_flags(fresh_page):
     page.screenshot(path=SHOTS / "issue15_pixel.png")
 
 
+def test_display_controls_show_depths_in_ppm_binned(fresh_page):
+    page = fresh_page
+    open_tab(page, "depths")
+    page.locator(".display-depth-unit").get_by_text("ppm").click()
+    box = page.locator(".display-bin input").first
+    if box.count():                       # an editable slider value; else drive the slider with the keyboard
+        box.fill("4")
+        box.press("Enter")
+    else:
+        handle = page.locator(".display-bin .noUi-handle").first
+        handle.focus()
+        for _ in range(3):
+            handle.press("ArrowRight")
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& String(m.text) === 'Transmission spectrum (binned by 4 channels)'))", timeout=RUN_TIMEOUT)
+    labels = page.evaluate("() => [...Bokeh.documents].flatMap(d => [...d.all_models]).filter(m => "
+                           "m.type === 'LinearAxis' && m.axis_label).map(m => String(m.axis_label))")
+    assert "depth (ppm)" in labels, labels
+    # every figure's toolbar saves it as PNG
+    assert page.evaluate("() => [...Bokeh.documents].flatMap(d => [...d.all_models]).some(m => m.type === 'SaveTool')")
+    shot(page, "issue15_display_ppm_binned.png")
+    page.locator(".display-depth-unit").get_by_text("(Rp/Rs)^2").click()
+
+
 @pytest.fixture(scope="module")
 def batch_app_url(two_planet_batch, tmp_path_factory):
     """``spectramind app`` on the two-planet data root that holds a ``spectramind batch`` output."""

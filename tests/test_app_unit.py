@@ -429,6 +429,31 @@ def test_every_stage_tab_renders_its_diagnostics(ran_state):
     assert str(state.run_dir) in view.summary.pane.object
 
 
+def test_display_controls_change_what_the_stage_tabs_draw_not_the_outputs(ran_state):
+    """ppm and binning on the depths tab, linear histograms, clipped log images; the run's arrays stay as stored."""
+    state, view = ran_state
+    mu = np.load(f"{state.record('depths').output_dir}/mu.npy")
+    try:
+        state.param.update(depth_unit="ppm", bin_channels=4, hist_scale="linear", stretch="log", clip=True)
+        spectrum = state.diagnostics("depths")[0]
+        assert spectrum.ylabel == "depth (ppm)" and "binned by 4 channels" in spectrum.title
+        assert spectrum.y[0] == pytest.approx(mu[0] * 1e6)                     # FGS1: one channel, its own bin
+        assert np.nanmedian(spectrum.y[2:]) == pytest.approx(np.median(mu[1:]) * 1e6, rel=0.1)
+        assert np.count_nonzero(np.isfinite(spectrum.y)) == 1 + -(-(mu.size - 1) // 4)
+        view.tabs.active = list(view.stage_tabs).index("depths")      # the open tab is redrawn as displayed
+        shown = view.stage_tabs["depths"]._live[0]._pipe.data
+        assert "binned by 4 channels" in shown.opts.get().kwargs["title"]
+        state.instrument = "AIRS-CH0"
+        images = [p for p in state.diagnostics("flat") if isinstance(p, Image)]
+        assert images and all(p.stretch == "log" and (p.clim is None or p.clim[0] < p.clim[1]) for p in images)
+        hists = [p for p in state.diagnostics("adc") if isinstance(p, Histogram)]
+        assert hists and not any(p.logy for p in hists)
+        np.testing.assert_array_equal(np.load(f"{state.record('depths').output_dir}/mu.npy"), mu)
+    finally:
+        state.param.update(depth_unit="(Rp/Rs)^2", bin_channels=1, hist_scale="auto", stretch="linear", clip=False)
+    assert state.diagnostics("depths")[0].ylabel == "(Rp/Rs)^2"
+
+
 def test_owned_tempdirs_of_dead_processes_are_swept(tmp_path):
     """A server killed without its exit handlers leaves runs behind; the next process removes them."""
     import subprocess

@@ -262,6 +262,24 @@ def test_cds_diagnostics_in_hours_with_the_gap_deviation(detector_chain):
     assert gap.style == "points"
 
 
+def test_cds_flux_marks_unpaired_and_outlier_frames_on_the_time_axis(detector_chain):
+    from calib_core.stages.cds import step as cds_step
+
+    out = detector_chain["outputs"][("cds", "AIRS-CH0")]
+    m = dict(detector_chain["metrics"][("cds", "AIRS-CH0")])
+    assert cds_step.STAGE.diagnostics(out, m, None)[0].overlay == [] or m["n_unpaired"] or m["n_outlier_frames"]
+    m.update(unpaired_frames=[2, 9], outlier_frames=[5])
+    flux = cds_step.STAGE.diagnostics(out, m, None)[0]
+    time_h = np.asarray(out.fields["frame_time_s"]) / 3600.0
+    frame_flux = np.asarray(out.fields["frame_flux"], np.float64)
+    unpaired, outlier = flux.overlay
+    assert (unpaired.label, outlier.label) == ("unpaired or dropped (2)", "outlier frame (1)")
+    np.testing.assert_allclose(unpaired.x, time_h[[2, 9]])
+    np.testing.assert_allclose(outlier.x, time_h[[5]])
+    assert outlier.y[0] == (frame_flux[5] if np.isfinite(frame_flux[5]) else np.nanmin(flux.y))
+    assert unpaired.style == outlier.style == "points"
+
+
 def test_read_batch_and_reopen_a_planet(two_planet_batch, tmp_path):
     root, batch = two_planet_batch
     rows = rv.read_batch(batch)

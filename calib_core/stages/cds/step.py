@@ -288,9 +288,12 @@ class CdsStage(Stage):
         nominal = float(np.median(dt[live])) if live.any() else float("nan")
         deviation_ms = np.round((dt[live] - nominal) * 1e3, 3)
         worst = float(np.max(np.abs(deviation_ms))) if deviation_ms.size else float("nan")
+        flux_plot = Series("CDS frame flux (usable static pixels)",
+                           np.asarray(curve.get("time_s", []), np.float64) / 3600.0, curve.get("flux_e", []),
+                           xlabel=hours, ylabel="electrons", label="frame flux",
+                           overlay=_frame_marks(output, metrics, curve))
         plots: list[Plot] = [
-            Series("CDS frame flux (usable static pixels)", np.asarray(curve.get("time_s", []), np.float64) / 3600.0,
-                   curve.get("flux_e", []), xlabel=hours, ylabel="electrons"),
+            flux_plot,
             Series(f"Pair time gap minus nominal {nominal:.6g} s (max |deviation| {worst:.3g} ms)",
                    time[live] / 3600.0, deviation_ms, xlabel=hours, ylabel="deviation (ms, 1 us resolution)",
                    style="points"),
@@ -305,6 +308,24 @@ class CdsStage(Stage):
                 "n_outlier_frames")
         plots.append(Table("CDS summary", [[k, metrics.get(k)] for k in keys]))
         return plots
+
+
+def _frame_marks(output: StoredOutput, metrics: dict, curve: dict) -> list[Series]:
+    """Markers on the flux plot's time axis: unpaired or dropped pairs (no flux: on the curve's lower edge) and
+    temporal-outlier frames (at their flux), each labelled with its count."""
+    time_h = np.asarray(output.fields["frame_time_s"], np.float64) / 3600.0
+    flux = np.asarray(output.fields["frame_flux"], np.float64) if "frame_flux" in output.fields else None
+    shown = np.asarray(curve.get("flux_e", []), np.float64)
+    rail = float(np.nanmin(shown)) if np.isfinite(shown).any() else 0.0
+    marks = []
+    for key, label in (("unpaired_frames", "unpaired or dropped"), ("outlier_frames", "outlier frame")):
+        idx = np.asarray([i for i in metrics.get(key, []) if 0 <= i < time_h.size], int)
+        if not idx.size:
+            continue
+        y = flux[idx] if flux is not None else np.full(idx.size, np.nan)
+        marks.append(Series("", time_h[idx], np.where(np.isfinite(y), y, rail), label=f"{label} ({idx.size})",
+                            style="points"))
+    return marks
 
 
 STAGE = CdsStage()

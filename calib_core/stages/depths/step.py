@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...config.base import ConfigError
-from ...diagnostics import Plot, Series, break_between, histogram
+from ...diagnostics import DEPTH_LABEL, Plot, Series, break_between, histogram
 from ...transit import Geometry, geometry_from_durations, time_bin
 from ..base import Gate, Stage, StageContext, gate
 from ..errors import DataError
@@ -234,7 +234,7 @@ class DepthsStage(Stage):
         # lines break between instruments (FGS1 | AIRS-CH0): a NaN row at the gap
         gap = break_between(np.asarray(f["instrument"]), wl)
         spectrum = Series("Transmission spectrum", gap(wl, True), gap(mu), xlabel="wavelength (um)",
-                          ylabel="(Rp/Rs)^2", yerr=gap(sigma), label="fitted")
+                          ylabel=DEPTH_LABEL, yerr=gap(sigma), label="fitted")
         plots: list[Plot] = [spectrum]
         if "sigma_noise_limit" in f:
             limit = np.asarray(f["sigma_noise_limit"], np.float64)
