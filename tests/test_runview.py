@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import zipfile
@@ -15,7 +16,7 @@ from calib_core import runview as rv
 from calib_core.chain import run_chain
 from calib_core.config import compose_config
 from calib_core.config.compose import typed_content
-from calib_core.io import list_planets
+from calib_core.io import list_planets, open_planet
 from calib_core.stages.errors import DataError
 from calib_core.store import load_output
 
@@ -295,6 +296,22 @@ def test_read_batch_and_reopen_a_planet(two_planet_batch, tmp_path):
         passed, total = map(int, row["gates"].split("/"))
         assert total == sum(len(r["gates"]) for per in qc["stages"].values() for r in per.values())
         assert passed == total - (len(row["gates_failed"].split(", ")) if row["gates_failed"] else 0)
+    # the 2025 score of each planet: the metric written out (ariel_data.md 3.1), naive model of the batch's labels
+    truths = {pid: open_planet(root, pid).labels() for pid in (3000001, 3000002)}
+    y_all = np.stack(list(truths.values()))
+    for row in rows:
+        with open(batch / str(row["planet_id"]) / "depths.csv") as fh:
+            values = np.array(list(csv.reader(fh))[1][1:], float)
+        mu, sigma, y = values[:283], values[283:], truths[row["planet_id"]]
+
+        def gll(m, s):
+            return -0.5 * np.log(2 * np.pi) - np.log(s) - 0.5 * ((y - m) / s) ** 2
+
+        sig_true = np.r_[1e-6, np.full(282, 1e-5)]
+        s_ij = (gll(mu, sigma) - gll(y_all.mean(), y_all.std())) / (gll(y, sig_true) - gll(y_all.mean(), y_all.std()))
+        w = np.r_[57.846, np.ones(282)]
+        assert row["score_2025"] == pytest.approx(np.clip(np.sum(w * s_ij) / w.sum(), 0, 1), rel=1e-9)
+        assert 0 < row["score_2025"] <= 1
     result = rv.load_result(rows[1]["run_dir"])
     assert result.status == "ok" and result.planet.planet_id == 3000002
     assert result.config_hash == summary["planets"][1]["config_hash"]

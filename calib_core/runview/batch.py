@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import logging
 from pathlib import Path
+
+import numpy as np
 
 from ..provenance import PLANET_SCOPE_DIR
 from ..stages.errors import DataError
@@ -11,10 +15,12 @@ from .reading import _confined, read_json, read_qc
 
 __all__ = ["BATCH_COLUMNS", "read_batch"]
 
+log = logging.getLogger(__name__)
+
 
 #: columns of :func:`read_batch` rows
 BATCH_COLUMNS = ("planet_id", "status", "gates", "chi2_red_median", "white_depth_ppm", "white_depth_err_ppm",
-                 "z_white", "seconds", "gates_failed", "message")
+                 "z_white", "score_2025", "seconds", "gates_failed", "message")
 
 
 def read_batch(batch_dir: str | Path) -> list[dict]:
@@ -22,7 +28,9 @@ def read_batch(batch_dir: str | Path) -> list[dict]:
 
     Row keys: :data:`BATCH_COLUMNS` plus ``run_dir``.  ``gates_failed`` lists the failed QC gates
     (``stage/where:name``), ``gates`` is ``"passed/total"``; ``z_white`` (white depth against the
-    truth, in sigma) is NaN without labels.
+    truth, in sigma) is NaN without labels.  ``score_2025`` is the 2025 challenge metric
+    (:func:`calib_core.sigma.metrics.challenge_score`) of the planet's ``depths.csv`` against its labels,
+    with the naive reference Gaussian of the batch's labelled planets (NaN without labels).
 
     Raises
     ------
@@ -60,4 +68,53 @@ def read_batch(batch_dir: str | Path) -> list[dict]:
             if isinstance(m.get(src), (int, float)):
                 row[key] = float(m[src]) * scale
         rows.append(row)
+    _score_rows(rows)
     return rows
+
+
+def _spectrum(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(mu, sigma)`` of a run's ``depths.csv`` (283 values each), or None."""
+    try:
+        with open(run_dir / "depths.csv", newline="") as fh:
+            header, row = list(csv.reader(fh))[:2]
+        mu = np.array([float(row[header.index(f"wl_{j}")]) for j in range(1, 284)])
+        sigma = np.array([float(row[header.index(f"sigma_{j}")]) for j in range(1, 284)])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (mu, sigma) if np.isfinite(mu).all() and np.isfinite(sigma).all() else None
+
+
+def _labels(run_dir: Path) -> np.ndarray | None:
+    """The truth of the run's planet (its config's dataset, train split), or None."""
+    from omegaconf import OmegaConf
+
+    from ..io import open_planet
+
+    try:
+        data = OmegaConf.load(run_dir / "config.yaml").data
+        if data.root is None or data.planet_id is None:
+            return None
+        labels = open_planet(data.root, int(data.planet_id), str(data.split)).labels()
+    except Exception as exc:  # noqa: BLE001 -- no labels: the score column stays empty, the log says why
+        log.info("%s: no labels for the score (%s)", run_dir, str(exc).splitlines()[0] if str(exc) else exc)
+        return None
+    return None if labels is None or np.size(labels) != 283 else np.asarray(labels, np.float64)
+
+
+def _score_rows(rows: list[dict]) -> None:
+    from ..sigma.metrics import challenge_score
+
+    scored = []
+    for row in rows:
+        row["score_2025"] = float("nan")
+        if row["status"] != "ok":
+            continue
+        spectrum, labels = _spectrum(Path(row["run_dir"])), _labels(Path(row["run_dir"]))
+        if spectrum is not None and labels is not None:
+            scored.append((row, labels, *spectrum))
+    if not scored:
+        return
+    y = np.stack([s[1] for s in scored])
+    naive = {"naive_mean": float(y.mean()), "naive_sigma": float(y.std())}
+    for row, labels, mu, sigma in scored:
+        row["score_2025"] = challenge_score(labels, mu, sigma, **naive)
