@@ -1,7 +1,9 @@
-"""Linked views of a frame stage: click a pixel of the frame image to see that pixel's time series with its DQ flags.
+"""Linked views of a frame stage: click a pixel of the frame image to see that pixel's time series with its DQ
+flags, and click a time on that series to see the frame taken then.
 
 Shown under the diagnostics of the frame stages (ADC, dark, flat, CDS) whose output keeps its frame
-planes; :func:`calib_core.runview.pixel_series` reads the pixel, this module only draws it.
+planes; :func:`calib_core.runview.pixel_series` and :func:`calib_core.runview.frame_at` read them, this
+module only draws.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import holoviews as hv
 import panel as pn
 
 from calib_core.diagnostics import frame_image
-from calib_core.runview import pixel_at, pixel_series
+from calib_core.runview import frame_at, pixel_at, pixel_series
 
 from .render import render, render_element
 from .state import AppState
@@ -46,6 +48,9 @@ class PixelInspector(pn.viewable.Viewer):
         self.series = pn.Column(sizing_mode="stretch_width", css_classes=["px-series", f"px-series-{stage}"])
         self._tap = hv.streams.Tap(x=None, y=None)
         self._tap.param.watch(self._on_tap, ["x", "y"])
+        self._time_tap = hv.streams.Tap(x=None, y=None)         # a click on the pixel's series: that frame
+        self._time_tap.param.watch(self._on_time_tap, ["x"])
+        self.frame_index: int | None = None                       #: the frame shown
         self._output = None
         self._token: tuple | None = None
         self._layout = pn.Column(pn.pane.Markdown("#### Pixel time series", margin=(0, 10)), self.note,
@@ -68,12 +73,18 @@ class PixelInspector(pn.viewable.Viewer):
                                 "run): set <span class='mono'>cache.write_intermediate: true</span> to inspect "
                                 "pixels.</span>" if rec is not None else "")
             return
-        image = frame_image(self._output, f["data"].shape[0] // 2, title=f"{self.stage.upper()} electrons: "
-                            "click a pixel")
+        self.show_frame(f["data"].shape[0] // 2)
+        self.note.object = "<span class='px-note'>Click a pixel to see its time series and DQ flags.</span>"
+
+    def show_frame(self, index: int) -> None:
+        """Show frame ``index`` of the output (pixel clicks keep working on it)."""
+        image = frame_image(self._output, index, title=f"{self.stage.upper()} electrons: click a pixel")
+        t_h = float(self._output.fields["frame_time_s"][int(index)]) / 3600.0
+        image.title += f" at {t_h:.4f} h"
         element = render_element(image)
         self._tap.source = element
         self.frame.object = element.opts(tools=["hover", "tap"])
-        self.note.object = "<span class='px-note'>Click a pixel to see its time series and DQ flags.</span>"
+        self.frame_index = int(index)
 
     def _on_tap(self, *events: Any) -> None:
         if self._output is None or self._tap.x is None or self._tap.y is None:
@@ -90,8 +101,23 @@ class PixelInspector(pn.viewable.Viewer):
             return
         flags = ", ".join(f"{name} ({len(idx)})" for name, idx in px.flags.items()) or "none"
         self.note.object = (f"<span class='px-note px-selected' data-row='{row}' data-column='{column}'>pixel "
-                            f"(row {row}, column {column}): DQ flags {html.escape(flags)}</span>")
-        self.series.objects = [render(p) for p in px.plots()]
+                            f"(row {row}, column {column}): DQ flags {html.escape(flags)}; click a time on its "
+                            "series to see that frame</span>")
+        plots = px.plots()
+        element = render_element(plots[0])
+        self._time_tap.source = element
+        self.series.objects = [pn.pane.HoloViews(element.opts(tools=["hover", "tap"]), sizing_mode="stretch_width",
+                                                 linked_axes=False), *(render(p) for p in plots[1:])]
+
+    def _on_time_tap(self, *events: Any) -> None:
+        if self._output is None or self._time_tap.x is None:
+            return
+        try:
+            index = frame_at(self._output, self._time_tap.x)
+        except ValueError as exc:  # DataError: planes not stored
+            self.note.object = f"<span class='px-note px-error'>{html.escape(str(exc))}</span>"
+            return
+        self.show_frame(index)
 
     def __panel__(self) -> pn.Column:
         return self._layout

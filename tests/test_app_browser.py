@@ -688,6 +688,13 @@ def test_click_a_pixel_shows_its_series_with_dq_flags(fresh_page):
     page.locator(".px-series-cds").scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     page.screenshot(path=SHOTS / "issue15_pixel.png")
+    # a click early on the pixel's time axis shows the frame taken then (the middle frame was shown)
+    series = page.locator(".px-series-cds .bk-Canvas, .px-series-cds canvas").first
+    sbox = series.bounding_box()
+    series.click(position={"x": sbox["width"] * 0.2, "y": sbox["height"] * 0.5})
+    page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
+                           "&& /^CDS electrons: click a pixel \\(frame ([0-9]|1[0-9])\\) at /.test(String(m.text))))",
+                           timeout=RUN_TIMEOUT)
 
 
 def test_display_controls_show_depths_in_ppm_binned(fresh_page):

@@ -360,3 +360,13 @@ def test_pixel_series_and_its_dq_flags(demo_root, tmp_path):
     flat = run.output("flat", "AIRS-CH0")                    # streamed under nominal: metrics and a preview only
     with pytest.raises(DataError, match="no frame planes stored"):
         rv.pixel_series(flat, 0, 0)
+    # a time on the series -> the nearest frame
+    times = px.time_h
+    for k in (0, 7, len(times) - 1):
+        assert rv.frame_at(out, times[k]) == k
+        assert rv.frame_at(out, times[k] + 0.3 * (times[1] - times[0])) == k
+    assert rv.frame_at(out, -5.0) == 0 and rv.frame_at(out, 1e3) == len(times) - 1
+    with pytest.raises(DataError, match="no frame planes stored"):
+        rv.frame_at(flat, 1.0)
+    with pytest.raises(DataError, match=r"time nan: expected hours since the visit start"):
+        rv.frame_at(out, float("nan"))

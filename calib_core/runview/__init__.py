@@ -18,12 +18,12 @@ from .batch import BATCH_COLUMNS, read_batch
 from .compare import (RunSnapshot, SpectrumDiff, compare_spectra, config_diff, gates_side_by_side, read_run,
                       snapshot_result, white_light_overlays)
 from .lightcurves import LightCurves, channel_at, channel_grid, light_curves, lightcurve_plots, nearest_channel
-from .pixels import PixelSeries, pixel_at, pixel_series
+from .pixels import PixelSeries, frame_at, pixel_at, pixel_series
 from .reading import (RESULT_FILES, STAGE_ZIP_MAX_BYTES, load_result, load_stage_output, read_qc, results_zip,
                       save_run, stage_arrays_zip)
 
 __all__ = ["BATCH_COLUMNS", "LightCurves", "PixelSeries", "RESULT_FILES", "RunSnapshot", "SpectrumDiff",
-           "channel_at", "channel_grid", "compare_spectra", "config_diff", "gates_side_by_side", "light_curves",
+           "channel_at", "channel_grid", "frame_at", "compare_spectra", "config_diff", "gates_side_by_side", "light_curves",
            "lightcurve_plots", "load_result", "load_stage_output", "nearest_channel", "pixel_at", "pixel_series",
            "read_batch", "read_qc", "read_run", "results_zip", "save_run", "snapshot_result", "stage_arrays_zip",
            "STAGE_ZIP_MAX_BYTES", "white_light_overlays"]

@@ -10,7 +10,7 @@ import numpy as np
 from ..stages.errors import DataError
 from ..store import StoredOutput
 
-__all__ = ["PixelSeries", "pixel_at", "pixel_series"]
+__all__ = ["PixelSeries", "frame_at", "pixel_at", "pixel_series"]
 
 
 @dataclass
@@ -72,3 +72,21 @@ def pixel_at(x: float, y: float) -> tuple[int, int]:
     (:class:`calib_core.diagnostics.Image`, detector form).
     """
     return int(math.floor(float(y))), int(math.floor(float(x)))
+
+
+def frame_at(output: StoredOutput, time_h: float) -> int:
+    """Index of the stored frame whose time is nearest to ``time_h`` (hours since the visit start).
+
+    Raises
+    ------
+    DataError
+        The output keeps no frame planes (streamed or pruned), or ``time_h`` is not a finite number.
+    """
+    f = output.fields
+    if "data" not in f or "frame_time_s" not in f:
+        raise DataError(f"{output.path}: no frame planes stored (streamed or pruned): no frame to show")
+    t = float(time_h)
+    if not math.isfinite(t):
+        raise DataError(f"time {time_h!r}: expected hours since the visit start")
+    times = np.asarray(f["frame_time_s"], np.float64) / 3600.0
+    return int(np.nanargmin(np.abs(times - t)))
