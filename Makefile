@@ -41,7 +41,7 @@ demo: $(VENV)/.runtime
 # engine and app unit tests on both cores; the real-browser tests alone (their latencies are part of
 # what they check); then the notebooks, executed headless.
 test: $(VENV)/.test chromium
-	$(PY) -m pytest -x -q -n 2 --dist worksteal tests --ignore=tests/test_app_browser.py
+	$(PY) -m pytest -x -q -n 2 tests --ignore=tests/test_app_browser.py
 	$(PY) -m pytest -x -q tests/test_app_browser.py
 	$(PY) -m pytest -x -q --nbmake notebooks
 

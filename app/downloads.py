@@ -63,6 +63,7 @@ class StageArraysButton:
         self.button = pn.widgets.FileDownload(callback=self._zip, filename=f"spectramind_{stage}.zip",
                                               label="Download arrays (zip)", disabled=True, width=220,
                                               css_classes=["download-arrays", f"download-arrays-{stage}"])
+        state.param.watch(lambda *events: self.refresh(), ["running"])   # a result is published while running
 
     def _record(self) -> Any:
         rec = self.state.record(self.stage)

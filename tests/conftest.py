@@ -93,3 +93,18 @@ def two_planet_batch(tmp_path_factory):
                          dashboard_address=None, progress=False)
     assert [o.status for o in outcomes] == ["ok", "ok"], [o.message for o in outcomes]
     return root, out
+
+
+# ---------------------------------------------------------------------------
+# scheduling: the longest tests first, so that the two xdist workers end together
+# ---------------------------------------------------------------------------
+
+#: files whose tests take the longest (end-to-end runs, app server starts), longest first; the rest keep
+#: their order after them.  Only the order changes: every collected test runs.
+LONGEST_FIRST = ("test_app_serve.py", "test_key_walk.py", "test_audit.py", "test_batch.py", "test_run_integrity.py",
+                 "test_dvc.py", "test_app_investigate.py", "test_profiles.py", "test_app_unit.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: order within a file is kept

@@ -78,7 +78,8 @@ def white_curve(curves: Curves) -> tuple[Curves, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         v = np.nan_to_num(np.nanmedian(np.where(w > 0, w, np.nan), axis=0))
-    v = v / v.sum()
+    total_v = v.sum()
+    v = v / total_v if total_v > 0 else v          # no usable channel: all weights stay 0 (the fit then refuses)
     use = (w > 0) & (v[None, :] > 0)
     vv = np.where(use, v[None, :], 0.0)
     total = vv.sum(axis=1)
