@@ -780,3 +780,41 @@ def test_planets_tab_opens_a_planet_of_a_batch(browser, batch_app_url, two_plane
         expect(page.locator(".summary .run-dir")).to_contain_text(str(batch / "3000002"))
     finally:
         page.context.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the walkthrough notebook, executed and rendered as static HTML (issue 15's rough edge)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_the_executed_walkthrough_renders_its_plots_as_static_html(browser, tmp_path):
+    """nbconvert's HTML of the executed notebook, opened offline: BokehJS is embedded and the plots draw."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(ROOT / "notebooks" / "app_walkthrough.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    page_html, _ = HTMLExporter().from_notebook_node(nb)
+    path = tmp_path / "walkthrough.html"
+    path.write_text(page_html)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file://")
+                  else route.abort())                                    # a static render: no network, no kernel
+    errors: list[str] = []
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_function("() => typeof Bokeh !== 'undefined' && [...Bokeh.documents].some(d => "
+                               "[...d.all_models].some(m => m.type === 'Title' "
+                               "&& String(m.text).startsWith('Binned white light')))", timeout=RUN_TIMEOUT)
+        titles = plot_titles(page)
+        # the phase plot of section 1 and the inline app's figures (its ADC tab) are drawn
+        assert any(t.startswith("Raw counts") for t in titles), titles
+        expect(page.locator("canvas").first).to_be_visible()
+        assert page.locator("canvas").count() >= 4
+        assert not errors, errors
+    finally:
+        context.close()

@@ -268,13 +268,22 @@ def test_cds_flux_marks_unpaired_and_outlier_frames_on_the_time_axis(detector_ch
 
     out = detector_chain["outputs"][("cds", "AIRS-CH0")]
     m = dict(detector_chain["metrics"][("cds", "AIRS-CH0")])
-    assert cds_step.STAGE.diagnostics(out, m, None)[0].overlay == [] or m["n_unpaired"] or m["n_outlier_frames"]
+    hits = np.asarray(out.fields["frame_cosmic_rays"])
+    assert hits.sum() == m["n_cosmic_rays"] == np.asarray(out.fields["cosmic_ray_count"]).sum()
+    dq = np.asarray(out.frames().dq)
+    from calib_core.dq import DQ
+
+    np.testing.assert_array_equal(hits, np.count_nonzero(dq & int(DQ.COSMIC_RAY), axis=(1, 2)))
     m.update(unpaired_frames=[2, 9], outlier_frames=[5])
     flux = cds_step.STAGE.diagnostics(out, m, None)[0]
     time_h = np.asarray(out.fields["frame_time_s"]) / 3600.0
     frame_flux = np.asarray(out.fields["frame_flux"], np.float64)
-    unpaired, outlier = flux.overlay
+    unpaired, outlier, *cosmic = flux.overlay
     assert (unpaired.label, outlier.label) == ("unpaired or dropped (2)", "outlier frame (1)")
+    if hits.any():
+        (cr,) = cosmic
+        assert cr.label == f"cosmic-ray hits ({np.count_nonzero(hits)} frames, {hits.sum()} pixels)"
+        np.testing.assert_allclose(cr.x, time_h[hits > 0])
     np.testing.assert_allclose(unpaired.x, time_h[[2, 9]])
     np.testing.assert_allclose(outlier.x, time_h[[5]])
     assert outlier.y[0] == (frame_flux[5] if np.isfinite(frame_flux[5]) else np.nanmin(flux.y))

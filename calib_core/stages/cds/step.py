@@ -58,9 +58,9 @@ class CdsStage(Stage):
         out_axis = FrameAxisMeta(t_sig, exptime, np.full(m, 2, np.int8))
 
         stats = self._sampled_stats(planes, cfg.robust.window)
-        cr_map = np.zeros(shape, np.int64)
+        cr_map, cr_frames = np.zeros(shape, np.int64), np.zeros(m, np.int64)
         if cfg.robust.enabled:
-            self._robust_pass(cfg.robust, ctx, planes, stats, static_good, row_flux, cr_map)
+            self._robust_pass(cfg.robust, ctx, planes, stats, static_good, row_flux, cr_map, cr_frames)
         t_gap, r_gap, c_gap = gaps
         np.add.at(row_flux, (t_gap, r_gap), stats.level.reshape(shape)[r_gap, c_gap])
         scale = stats.scale.reshape(shape)
@@ -87,6 +87,7 @@ class CdsStage(Stage):
         writer.put("read_var", 2.0 * read_var, "electron2")
         if cfg.robust.enabled:
             writer.put("cosmic_ray_count", cr_map, "frames")
+            writer.put("frame_cosmic_rays", cr_frames, "pixels")
             writer.put("robust_scale", scale.astype(np.float32), "electron")
         metrics = self._metrics(inp, cfg, plan, paired, dt, flux, t_sig, outliers, cr_map, scale, tally,
                                 n_nonfinite, n_bad_input, n_dropped_in, read_var_source)
@@ -157,13 +158,14 @@ class CdsStage(Stage):
 
     @staticmethod
     def _robust_pass(rcfg: RobustConfig, ctx: StageContext, planes: tuple[FramePlane, FramePlane, FramePlane],
-                     stats: PixelStats, static_good: np.ndarray, row_flux: np.ndarray, cr_map: np.ndarray) -> None:
+                     stats: PixelStats, static_good: np.ndarray, row_flux: np.ndarray, cr_map: np.ndarray,
+                     cr_frames: np.ndarray) -> None:
         """Second pass over the written frames in time chunks with a halo (``stats`` from sampled frames).
 
         Each chunk is read back into reused buffers and tested by the
         :func:`.cosmic_rays.cosmic_ray_hits` kernel.  Replacements are applied after the whole
         pass, so every chunk is tested on the original values and the result
-        does not depend on the chunk size.
+        does not depend on the chunk size.  ``cr_map`` counts the hits per pixel, ``cr_frames`` per frame.
         """
         data_p, var_p, dq_p = planes
         m, w = len(data_p), data_p.shape[2]
@@ -197,6 +199,7 @@ class CdsStage(Stage):
             good_px = static_good[rr, cc]
             np.add.at(row_flux, (t_idx[good_px], rr[good_px]), (new.astype(np.float64) - old)[good_px])
             np.add.at(cr_map, (rr, cc), 1)
+            cr_frames += np.bincount(t_idx, minlength=m)
             # written through the planes' memory maps a chunk of frames at a time (hits come in time order),
             # whose pages are let go after each chunk: the resident memory stays a chunk's worth
             bounds = np.searchsorted(t_idx, np.arange(0, m + ctx.chunk_frames, ctx.chunk_frames))
@@ -311,20 +314,26 @@ class CdsStage(Stage):
 
 
 def _frame_marks(output: StoredOutput, metrics: dict, curve: dict) -> list[Series]:
-    """Markers on the flux plot's time axis: unpaired or dropped pairs (no flux: on the curve's lower edge) and
-    temporal-outlier frames (at their flux), each labelled with its count."""
+    """Markers on the flux plot's time axis: unpaired or dropped pairs (no flux: on the curve's lower edge),
+    temporal-outlier frames and frames with cosmic-ray hits (at their flux), each labelled with its count."""
     time_h = np.asarray(output.fields["frame_time_s"], np.float64) / 3600.0
     flux = np.asarray(output.fields["frame_flux"], np.float64) if "frame_flux" in output.fields else None
     shown = np.asarray(curve.get("flux_e", []), np.float64)
     rail = float(np.nanmin(shown)) if np.isfinite(shown).any() else 0.0
-    marks = []
+    hits = np.asarray(output.fields["frame_cosmic_rays"]) if "frame_cosmic_rays" in output.fields else None
+    groups = []
     for key, label in (("unpaired_frames", "unpaired or dropped"), ("outlier_frames", "outlier frame")):
         idx = np.asarray([i for i in metrics.get(key, []) if 0 <= i < time_h.size], int)
+        groups.append((idx, f"{label} ({idx.size})"))
+    if hits is not None and hits.size == time_h.size:
+        idx = np.flatnonzero(hits)
+        groups.append((idx, f"cosmic-ray hits ({idx.size} frames, {int(hits.sum())} pixels)"))
+    marks = []
+    for idx, label in groups:
         if not idx.size:
             continue
         y = flux[idx] if flux is not None else np.full(idx.size, np.nan)
-        marks.append(Series("", time_h[idx], np.where(np.isfinite(y), y, rail), label=f"{label} ({idx.size})",
-                            style="points"))
+        marks.append(Series("", time_h[idx], np.where(np.isfinite(y), y, rail), label=label, style="points"))
     return marks
 
 
