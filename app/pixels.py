@@ -110,11 +110,16 @@ class PixelInspector(pn.viewable.Viewer):
                                                  linked_axes=False), *(render(p) for p in plots[1:])]
 
     def _on_time_tap(self, *events: Any) -> None:
-        if self._output is None or self._time_tap.x is None:
+        if self._time_tap.x is not None:
+            self.show_time(self._time_tap.x)
+
+    def show_time(self, time_h: float, y: Any = None) -> None:
+        """Show the frame taken nearest to ``time_h`` (a click on any series over the visit in the stage's tab)."""
+        if self._output is None:
             return
         try:
-            index = frame_at(self._output, self._time_tap.x)
-        except ValueError as exc:  # DataError: planes not stored
+            index = frame_at(self._output, time_h)
+        except ValueError as exc:  # DataError: planes not stored (streamed), the note says how to keep them
             self.note.object = f"<span class='px-note px-error'>{html.escape(str(exc))}</span>"
             return
         self.show_frame(index)

@@ -17,7 +17,7 @@ from typing import Any
 
 import panel as pn
 
-from calib_core.diagnostics import Table
+from calib_core.diagnostics import TIME_LABEL, Series, Table
 from calib_core.stages import stage_info
 
 from .downloads import SaveRun, StageArraysButton, results_button
@@ -134,7 +134,7 @@ class StageTab(pn.viewable.Viewer):
                                    stylesheets=[APP_CSS], margin=(0, 10))
         self.badges = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["qc-badges", f"gates-{stage}"],
                                    stylesheets=[APP_CSS], margin=(0, 10))
-        self.plots = pn.Column(sizing_mode="stretch_width", css_classes=["stage-plots"])
+        self.plots = pn.Column(sizing_mode="stretch_width", css_classes=["stage-plots", f"plots-{stage}"])
         self.tables = pn.Column(sizing_mode="stretch_width", css_classes=["stage-tables"])
         self._shown: tuple | None = None
         self._live: list[LivePlot | None] = []
@@ -231,8 +231,7 @@ class StageTab(pn.viewable.Viewer):
         plot_items = [item for item in items if not isinstance(item, Table)]
         table_items = [item for item in items if isinstance(item, Table)]
         if not self._update_live(plot_items):
-            self._live = [self._live_plot(item, getattr(item, "title", "") in self.tap_handlers)
-                          for item in plot_items]
+            self._live = [self._live_plot(item, self._tap_handler(item) is not None) for item in plot_items]
             self._link_taps(plot_items)
             panes = [live.pane if live is not None else render(item) for live, item in zip(self._live, plot_items)]
             # one plot per row: two side by side cut titles, squeezed legends and made x ticks collide
@@ -251,11 +250,19 @@ class StageTab(pn.viewable.Viewer):
         if self.inspector is not None:
             self.inspector.refresh()
 
+    def _tap_handler(self, item: Any) -> Any:
+        """What a click on plot ``item`` does: its title's entry in :attr:`tap_handlers`, or, in a frame stage's
+        tab, on a series over the visit, show the frame taken at the clicked time in the pixel inspector."""
+        handler = self.tap_handlers.get(getattr(item, "title", ""))
+        if handler is None and self.inspector is not None and isinstance(item, Series) and item.xlabel == TIME_LABEL:
+            handler = self.inspector.show_time
+        return handler
+
     def _link_taps(self, plot_items: list) -> None:
-        """A click on a plot whose title has a handler in :attr:`tap_handlers` calls it with the data (x, y)."""
+        """A click on a plot with a handler (:meth:`_tap_handler`) calls it with the data (x, y)."""
         self._taps = []
         for live, item in zip(self._live, plot_items):
-            handler = self.tap_handlers.get(getattr(item, "title", ""))
+            handler = self._tap_handler(item)
             if live is not None and live.tap is not None and handler is not None:
                 tap = live.tap
                 tap.param.watch(lambda *e, t=tap, h=handler: t.x is not None and h(t.x, t.y), ["x", "y"])

@@ -30,9 +30,12 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from .store import StoredOutput
 
-__all__ = ["DEPTH_LABEL", "Bars", "Histogram", "Image", "Outline", "Plot", "Series", "Table", "break_between", "decimate",
+__all__ = ["DEPTH_LABEL", "TIME_LABEL", "Bars", "Histogram", "Image", "Outline", "Plot", "Series", "Table", "break_between", "decimate",
            "frame_image", "histogram"]
 
+
+#: x label of series over the visit (hours since its start): in a frame stage's tab a click on one shows that frame
+TIME_LABEL = "time since visit start (h)"
 
 #: y label of transit-depth series (the display options convert and bin them: :mod:`calib_core.display`)
 DEPTH_LABEL = "(Rp/Rs)^2"

@@ -717,6 +717,23 @@ def _inspect_a_pixel_then_a_time(page: Page) -> None:
     page.wait_for_function("() => [...Bokeh.documents].some(d => [...d.all_models].some(m => m.type === 'Title' "
                            "&& /^CDS electrons: click a pixel \\(frame ([0-9]|1[0-9])\\) at /.test(String(m.text))))",
                            timeout=RUN_TIMEOUT)
+    # ... and so does a click on the stage's own flux series (any series over the visit): another frame
+    shown = _inspector_frames(page)
+    flux = page.locator(".plots-cds .diag-plot .bk-Canvas, .plots-cds .diag-plot canvas").first
+    flux.scroll_into_view_if_needed()
+    fbox = flux.bounding_box()
+    flux.click(position={"x": fbox["width"] * 0.6, "y": fbox["height"] * 0.5})
+    deadline = time.monotonic() + RUN_TIMEOUT / 1000
+    while not (_inspector_frames(page) - shown):
+        assert time.monotonic() < deadline, shown
+        page.wait_for_timeout(200)
+    assert min(_inspector_frames(page) - shown) > max(shown)      # later on the time axis than the first click
+
+
+def _inspector_frames(page: Page) -> set[int]:
+    """Frame indices named by the pixel inspector's frame titles in the document."""
+    titles = [t for t in plot_titles(page) if t.startswith("CDS electrons: click a pixel (frame ")]
+    return {int(re.search(r"\(frame (\d+)\)", t).group(1)) for t in titles}
 
 
 def test_display_controls_show_depths_in_ppm_binned(fresh_page):

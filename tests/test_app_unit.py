@@ -454,6 +454,29 @@ def test_display_controls_change_what_the_stage_tabs_draw_not_the_outputs(ran_st
     assert state.diagnostics("depths")[0].ylabel == "(Rp/Rs)^2"
 
 
+def test_a_click_on_a_time_series_of_a_frame_stage_shows_that_frame(state):
+    """The CDS tab: a click on its flux series (any series over the visit) shows the frame of that time."""
+    from calib_core.runview import frame_at
+
+    view = AppView(state)
+    tab = view.stage_tabs["cds"]
+    view.tabs.active = list(view.stage_tabs).index("cds")
+    assert state.run() is not None, state.error
+    tab.refresh_plots()
+    flux = state.diagnostics("cds")[0]
+    assert flux.xlabel == "time since visit start (h)" and tab._tap_handler(flux) == tab.inspector.show_time
+    tab.inspector.show_time(2.0)                       # nominal streams CDS's planes: the note says so
+    assert "no frame planes stored" in tab.inspector.note.object
+    tab.form.widgets["cache.write_intermediate"].value = True
+    assert state.run() is not None, state.error
+    tab.refresh_plots()
+    out = state.result.output("cds", "AIRS-CH0")
+    for t in (0.5, 3.3, 7.0):
+        tab.inspector.show_time(t)
+        assert tab.inspector.frame_index == frame_at(out, t)
+        assert f"(frame {frame_at(out, t)}) at " in tab.inspector.frame.object.opts.get().kwargs["title"]
+
+
 def test_owned_tempdirs_of_dead_processes_are_swept(tmp_path):
     """A server killed without its exit handlers leaves runs behind; the next process removes them."""
     import subprocess
