@@ -328,3 +328,28 @@ def test_ensure_demo_generates_once(tmp_path):
     stamp = signal.stat().st_mtime_ns
     assert demo_module.ensure_demo(seed=0, cache_dir=tmp_path) == root
     assert signal.stat().st_mtime_ns == stamp
+
+
+def test_ensure_demo_asked_at_once_generates_once(tmp_path, monkeypatch):
+    """An app server and a calibration starting together on a fresh machine: one generates, the other waits."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow_make_demo(root, seed, overwrite):
+        calls.append(root)
+        time.sleep(0.5)                                    # long enough for the other caller to arrive
+        (Path(root) / "train" / str(DEMO_PLANET_ID)).mkdir(parents=True)
+        return root
+
+    monkeypatch.setattr(demo_module, "make_demo", slow_make_demo)
+    roots = []
+    threads = [threading.Thread(target=lambda: roots.append(demo_module.ensure_demo(seed=0, cache_dir=tmp_path)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(set(roots)) == 1 and len(roots) == 3
+    assert (roots[0] / "train" / str(DEMO_PLANET_ID)).is_dir()

@@ -205,6 +205,12 @@ def ensure_demo(seed: int = DEMO_SEED, cache_dir: str | os.PathLike | None = Non
         The dataset lives in ``<cache_dir>/demo-v<GENERATOR_VERSION>-seed<seed>``.
     """
     root = demo_path(seed, cache_dir)
-    if not (root / "train" / str(DEMO_PLANET_ID)).is_dir():
-        make_demo(root, seed=seed, overwrite=True)
+    if (root / "train" / str(DEMO_PLANET_ID)).is_dir():
+        return root
+    # several processes may ask at once on a fresh machine (an app server, a calibration, the tests): the first
+    # generates it, the others wait for it and use it (an exclusive lock on the cache directory)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with dataset_lock(root.parent):
+        if not (root / "train" / str(DEMO_PLANET_ID)).is_dir():
+            make_demo(root, seed=seed, overwrite=True)
     return root
