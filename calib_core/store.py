@@ -42,6 +42,7 @@ import contextlib
 import json
 import mmap
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ __all__ = [
 ]
 
 META_NAME = "meta.json"
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_]+")
 CHECKSUMS_NAME = "checksums.json"
 
 
@@ -162,11 +164,11 @@ def load_output(path: str | os.PathLike, mmap: bool = True) -> StoredOutput | No
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        fields = {
-            name: np.load(path / f"{name}.npy", mmap_mode="r" if mmap else None)
-            for name in meta.get("fields", {})
-        }
-    except (OSError, ValueError):
+        names = list(meta.get("fields", {}))
+        if not all(isinstance(n, str) and _FIELD_NAME.fullmatch(n) for n in names):
+            return None          # a field name is a plain identifier: nothing outside the directory is read
+        fields = {name: np.load(path / f"{name}.npy", mmap_mode="r" if mmap else None) for name in names}
+    except (OSError, ValueError, AttributeError):
         return None
     return StoredOutput(path, meta, fields)
 

@@ -209,6 +209,20 @@ def test_stage_arrays_zip_refuses_a_corrupted_output_naming_the_file(demo_root, 
     del arr
     with pytest.raises(DataError, match=r"trace_flux_norm\.npy: content differs from its checksum"):
         rv.stage_arrays_zip(result.run_dir, "trace", "FGS1")
+    # a meta.json (with matching checksums) naming a field outside its directory: not an output, nothing read
+    from calib_core.store import file_digest
+
+    out_dir = Path(result.record("phase", "FGS1").output_dir)
+    meta = json.loads((out_dir / "meta.json").read_text())
+    meta["fields"]["../../../../qc"] = {"shape": [1], "dtype": "float64", "unit": ""}
+    (out_dir / "meta.json").write_text(json.dumps(meta))
+    sums = json.loads((out_dir / "checksums.json").read_text())
+    sums["meta.json"] = file_digest(out_dir / "meta.json")
+    sums["../../../../qc.npy"] = "0"
+    (out_dir / "checksums.json").write_text(json.dumps(sums))
+    with pytest.raises(DataError, match=r"phase/FGS1 output missing or incomplete"):
+        rv.stage_arrays_zip(result.run_dir, "phase", "FGS1")
+    assert load_output(out_dir) is None                 # the store reads nothing named outside its directory
 
 
 def test_a_saved_run_reads_back_from_its_new_place(run, tmp_path):

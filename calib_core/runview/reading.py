@@ -153,7 +153,7 @@ def stage_arrays_zip(run_dir: str | Path, stage: str, instrument: str | None,
     problem = verify_output(out.path)
     if problem is not None:
         raise DataError(f"{out.path}: {problem}")
-    files = sorted(((out.path / f"{name}.npy") for name in out.meta.get("fields", {})), key=lambda p: p.stat().st_size)
+    files = sorted((Path(out.path) / f"{name}.npy" for name in out.fields), key=lambda p: p.stat().st_size)
     buf, skipped, used = io.BytesIO(), [], 0
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in (META_NAME, CHECKSUMS_NAME):
