@@ -57,7 +57,7 @@ def bin_depths(x: np.ndarray, y: np.ndarray, yerr: np.ndarray | None, n: int
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     e = None if yerr is None else np.asarray(yerr, np.float64)
-    if n <= 1:
+    if n <= 1 or not y.size:
         return x, y, e
     # the gap rows that break_between inserted: NaN value *and* NaN error (a missing channel has an error)
     gaps = ~np.isfinite(y) & (np.ones(len(y), bool) if e is None else ~np.isfinite(e))

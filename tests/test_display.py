@@ -40,6 +40,8 @@ def test_binning_is_the_inverse_variance_mean_within_each_instrument():
     assert y2[2] == pytest.approx(np.sum(w * mu[[1, 3, 4]]) / w.sum())
     same = bin_depths(spectrum.x, spectrum.y, spectrum.yerr, 1)
     np.testing.assert_array_equal(same[1], spectrum.y)
+    empty = bin_depths(np.empty(0), np.empty(0), np.empty(0), 4)       # a run without channels: nothing to bin
+    assert [a.size for a in empty] == [0, 0, 0]
 
 
 def test_depth_unit_and_binning_apply_to_every_layer():
