@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -184,8 +184,9 @@ def start_prewarm(data_root: Path | None = None) -> threading.Thread:
     return thread
 
 
-#: the AppState parameters that make up :attr:`AppState.display`
-DISPLAY_PARAMS = ("hist_scale", "stretch", "clip", "depth_unit", "bin_channels")
+#: the AppState parameters that make up :attr:`AppState.display` (one per :class:`Display` field)
+DISPLAY_PARAMS = tuple(f.name for f in fields(Display))
+_DISPLAY = Display()
 
 
 @dataclass(frozen=True)
@@ -305,11 +306,13 @@ class AppState(param.Parameterized):
     error_count = param.Integer(default=0, doc="bumped with every error, so repeated messages are shown again")
     runs = param.Integer(default=0, doc="number of finished runs (successful or not)")
     # display options of the stage tabs (calib_core.display): how plots are shown, never what is computed
-    hist_scale = param.Selector(default="auto", objects=list(HIST_SCALES), doc="histogram counts: log, linear")
-    stretch = param.Selector(default="linear", objects=list(STRETCHES), doc="colour stretch of images")
-    clip = param.Boolean(default=False, doc="clip image colours to the 1st..99th percentile")
-    depth_unit = param.Selector(default="(Rp/Rs)^2", objects=list(DEPTH_UNITS), doc="unit of transit depths")
-    bin_channels = param.Integer(default=1, bounds=(1, 64), doc="adjacent channels averaged in depth spectra")
+    hist_scale = param.Selector(default=_DISPLAY.hist_scale, objects=list(HIST_SCALES),
+                                doc="histogram counts: log, linear")
+    stretch = param.Selector(default=_DISPLAY.stretch, objects=list(STRETCHES), doc="colour stretch of images")
+    clip = param.Boolean(default=_DISPLAY.clip, doc="clip image colours to the 1st..99th percentile")
+    depth_unit = param.Selector(default=_DISPLAY.depth_unit, objects=list(DEPTH_UNITS), doc="unit of transit depths")
+    bin_channels = param.Integer(default=_DISPLAY.bin_channels, bounds=(1, 64),
+                                 doc="adjacent channels averaged in depth spectra")
 
     def __init__(self, data_root: str | Path | None = None, work_dir: str | Path | None = None,
                  profile: str = "nominal", **params: Any):
@@ -603,7 +606,7 @@ class AppState(param.Parameterized):
     @property
     def display(self) -> Display:
         """The session's display options (the parameters named in :data:`DISPLAY_PARAMS`)."""
-        return Display(self.hist_scale, self.stretch, self.clip, self.depth_unit, self.bin_channels)
+        return Display(**{name: getattr(self, name) for name in DISPLAY_PARAMS})
 
     def diagnostics(self, stage: str) -> list[dict]:
         """Plot data of ``stage`` for the selected instrument (planet stages: the planet), as displayed."""

@@ -25,7 +25,7 @@ __all__ = ["CLIP_PERCENTILES", "DEPTH_LABEL", "DEPTH_UNITS", "Display", "HIST_SC
 
 HIST_SCALES = ("auto", "log", "linear")
 STRETCHES = ("linear", "log", "eq_hist")
-DEPTH_UNITS = ("(Rp/Rs)^2", "ppm")
+DEPTH_UNITS = (DEPTH_LABEL, "ppm")
 CLIP_PERCENTILES = (1.0, 99.0)
 
 
@@ -36,7 +36,7 @@ class Display:
     hist_scale: str = "auto"          #: one of :data:`HIST_SCALES`
     stretch: str = "linear"           #: one of :data:`STRETCHES`
     clip: bool = False                #: colour range clipped to :data:`CLIP_PERCENTILES`
-    depth_unit: str = "(Rp/Rs)^2"     #: one of :data:`DEPTH_UNITS`
+    depth_unit: str = DEPTH_LABEL     #: one of :data:`DEPTH_UNITS`
     bin_channels: int = 1             #: adjacent channels averaged in depth spectra
 
     def __post_init__(self) -> None:

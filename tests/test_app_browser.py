@@ -174,6 +174,15 @@ def click_next_run(page: Page) -> None:
     click_run(page, (int(found.group(1)) if found else 0) + 1)
 
 
+def download(page: Page, css: str, folder: Path) -> Path:
+    """Click the download widget ``css`` (a FileDownload) and save the file under its suggested name in ``folder``."""
+    with page.expect_download() as event:
+        page.locator(f"{css} button, {css} a").first.click()
+    path = folder / event.value.suggested_filename
+    event.value.save_as(path)
+    return path
+
+
 _HAS_POINTS_JS = """([start, n]) => {
     // old figures stay in the document until Bokeh collects them: look at every matching figure
     for (const doc of Bokeh.documents) for (const m of doc.all_models)
@@ -287,10 +296,7 @@ def test_rerun_from_a_middle_stage_keeps_upstream_cached(app_page):
 
 def test_export_yaml_holds_the_tuned_profile_and_uploads_back(app_page, tmp_path):
     page = app_page
-    with page.expect_download() as download:
-        page.locator(".export-yaml button, .export-yaml a").first.click()
-    path = tmp_path / download.value.suggested_filename
-    download.value.save_as(path)
+    path = download(page, ".export-yaml", tmp_path)
     # a tuned built-in profile is named as such and gets its own run_dir (no overwrite of runs/nominal)
     assert path.name.startswith("spectramind_nominal-tuned_") and path.suffix == ".yaml"
     exported = yaml.safe_load(path.read_text())
@@ -404,10 +410,7 @@ def test_resorted_identical_profile_is_accepted_and_recomputes_nothing(app_page,
     assert re.search(r"run #(\d+)", status), repr(status)
     number = int(re.search(r"run #(\d+)", status).group(1))
     click_run(page, number + 1)                                     # results match the profile
-    with page.expect_download() as download:
-        page.locator(".export-yaml button, .export-yaml a").first.click()
-    exported = tmp_path / "exported.yaml"
-    download.value.save_as(exported)
+    exported = download(page, ".export-yaml", tmp_path)
     resorted = tmp_path / "resorted.yaml"
     resorted.write_text(yaml.safe_dump(yaml.safe_load(exported.read_text()), sort_keys=True))
     open_tab(page, "phase")
@@ -595,10 +598,7 @@ def test_light_curves_open_a_channel_from_a_click_on_the_spectrum(fresh_page):
 
 def test_download_results_zip(fresh_page, tmp_path):
     page = fresh_page
-    with page.expect_download() as download:
-        page.locator(".download-results button, .download-results a").first.click()
-    path = tmp_path / download.value.suggested_filename
-    download.value.save_as(path)
+    path = download(page, ".download-results", tmp_path)
     assert path.name.startswith("spectramind_results_") and path.suffix == ".zip"
     import zipfile
 
@@ -622,10 +622,7 @@ def test_download_a_stage_tabs_arrays(fresh_page, tmp_path):
 
     page = fresh_page
     open_tab(page, "photometry")
-    with page.expect_download() as download:
-        page.locator(".download-arrays-photometry button, .download-arrays-photometry a").first.click()
-    path = tmp_path / download.value.suggested_filename
-    download.value.save_as(path)
+    path = download(page, ".download-arrays-photometry", tmp_path)
     assert path.name.startswith("spectramind_photometry_AIRS-CH0_") and path.suffix == ".zip"
     with zipfile.ZipFile(path) as zf:
         meta, sums = json.loads(zf.read("meta.json")), json.loads(zf.read("checksums.json"))

@@ -123,7 +123,8 @@ def planet_row(path: Path, header: list[str], rows: list[CsvRow], planet_id: int
     return found
 
 
-def target_vector(path: Path, header: list[str], row: list[str], where: str = "") -> np.ndarray:
-    """Extract wl_1..wl_283 from a CSV row as a (283,) float64 array of finite numbers."""
-    return np.array([to_float(path, f"wl_{j}", row[column_index(path, header, f"wl_{j}")], where)
+def target_vector(path: Path, header: list[str], row: list[str], where: str = "", prefix: str = "wl") -> np.ndarray:
+    """Extract ``<prefix>_1..<prefix>_283`` (``wl``: depths, ``sigma``: their errors in a submission) from a CSV
+    row as a (283,) float64 array of finite numbers."""
+    return np.array([to_float(path, f"{prefix}_{j}", row[column_index(path, header, f"{prefix}_{j}")], where)
                      for j in range(1, N_TARGETS + 1)], dtype=np.float64)

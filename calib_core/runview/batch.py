@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
@@ -73,15 +72,15 @@ def read_batch(batch_dir: str | Path) -> list[dict]:
 
 
 def _spectrum(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(mu, sigma)`` of a run's ``depths.csv`` (283 values each), or None."""
+    """``(mu, sigma)`` of a run's ``depths.csv`` (283 finite values each), or None."""
+    from ..io.csv_tables import read_csv, target_vector
+
+    path = run_dir / "depths.csv"
     try:
-        with open(run_dir / "depths.csv", newline="") as fh:
-            header, row = list(csv.reader(fh))[:2]
-        mu = np.array([float(row[header.index(f"wl_{j}")]) for j in range(1, 284)])
-        sigma = np.array([float(row[header.index(f"sigma_{j}")]) for j in range(1, 284)])
-    except (OSError, ValueError, IndexError):
+        header, rows = read_csv(path)
+        return target_vector(path, header, rows[0]), target_vector(path, header, rows[0], prefix="sigma")
+    except (ValueError, IndexError):      # DataLayoutError: unreadable or not a submission row
         return None
-    return (mu, sigma) if np.isfinite(mu).all() and np.isfinite(sigma).all() else None
 
 
 def _labels(run_dir: Path) -> np.ndarray | None:

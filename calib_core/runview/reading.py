@@ -39,9 +39,9 @@ def _output_dir(root: Path, recorded: str, stage: str, where: str) -> Path:
     path = Path(recorded)
     tail = path.parts[-3:]
     if tail[1:] == (stage, where) and tail[0] in ("calib", ".scratch"):
-        moved = root / Path(*tail)
-        if not (path.expanduser().resolve() == root or root in path.expanduser().resolve().parents):
-            return _confined(root, moved)
+        resolved = path.expanduser().resolve()
+        if resolved != root and root not in resolved.parents:         # recorded elsewhere: moved or saved
+            return _confined(root, root / Path(*tail))
     return _confined(root, path)
 
 
