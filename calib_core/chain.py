@@ -40,6 +40,7 @@ from .blas import single_threaded_blas
 from .config.compose import ValidatedConfig, config_hash, config_to_yaml, typed_content, validate_config
 from .frames import StreamedSource
 from .io.validate import validate_planet
+from .memory import tune_allocators
 from .config.base import ConfigError
 from .paths import config_files
 from .plan import stage_inputs
@@ -554,6 +555,7 @@ def run_chain(cfg: DictConfig, *, run_dir: str | Path | None = None, progress: P
     cache), the failing one leaves nothing.
     """
     t_start = time.perf_counter()
+    tune_allocators()
     vc = validate_config(cfg)
     run_dir = Path(run_dir if run_dir is not None else cfg.run_dir).expanduser().resolve()
     chash = config_hash(cfg)

@@ -9,6 +9,8 @@ stage computed on the fly).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -20,7 +22,7 @@ from .prefetch import prefetched
 if TYPE_CHECKING:  # pragma: no cover
     from .store import StoredOutput, StoreWriter
 
-__all__ = ["AXIS_FIELDS", "Frames", "FrameAxisMeta", "FrameSource", "StreamedSource"]
+__all__ = ["AXIS_FIELDS", "ChunkBuffers", "Frames", "FrameAxisMeta", "FrameSource", "StreamedSource"]
 
 #: stored fields of a frame axis (one value per frame)
 AXIS_FIELDS = ("frame_time_s", "frame_exptime_s", "frame_read_kind")
@@ -91,6 +93,59 @@ class Frames:
 
     def __len__(self) -> int:
         return self.data.shape[0]
+
+
+class ChunkBuffers:
+    """Chunk planes ``(data, var, dq)`` handed out to a stream and taken back once its reader let go of them.
+
+    A streamed chain allocates one chunk of planes per chunk of frames.  Fresh
+    pages are what costs there: on this project's 2-core VMs, first touching
+    the 58 MB of an AIRS-CH0 chunk costs 4x the compiled ADC pass itself.  So
+    the first stream of a chain (ADC) takes its output planes from here, the
+    stages after it work in place, and the :class:`StreamedSource` at the end
+    gives a chunk back when its reader discards it (it is never read again).
+
+    Only planes lent by this object are taken back, and only as the complete
+    triple it lent; the pool never holds a lent buffer (a chunk that is not
+    given back is freed as usual) and keeps at most ``keep`` free triples.
+    Thread-safe: the producer runs in a prefetch thread.
+    """
+
+    def __init__(self, keep: int = 3):
+        self.keep = keep
+        self._free: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._lent: dict[int, tuple[weakref.ref, weakref.ref, weakref.ref]] = {}
+        self._lock = threading.Lock()
+        self.n_allocated = self.n_reused = 0        #: counters (tests, benchmarks)
+
+    def take(self, n: int, frame_shape: tuple[int, ...], dq_dtype: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Planes for ``n`` frames: float32 data and var, ``dq_dtype`` dq (contents undefined)."""
+        shape = tuple(frame_shape)
+        with self._lock:
+            self._lent = {k: refs for k, refs in self._lent.items() if refs[0]() is not None}
+            bases = next((b for b in self._free if b[0].shape[0] >= n and b[0].shape[1:] == shape
+                          and b[2].dtype == dq_dtype), None)
+            if bases is not None:
+                self._free = [b for b in self._free if b is not bases]
+                self.n_reused += 1
+            else:
+                bases = (np.empty((n, *shape), np.float32), np.empty((n, *shape), np.float32),
+                         np.empty((n, *shape), dq_dtype))
+                self.n_allocated += 1
+            self._lent[id(bases[0])] = tuple(weakref.ref(b) for b in bases)
+        return tuple(b[:n] for b in bases)
+
+    def give_back(self, frames: "Frames") -> bool:
+        """Take back the planes of ``frames`` if this object lent them (the caller no longer reads them)."""
+        bases = tuple(a.base if a.base is not None else a for a in (frames.data, frames.var, frames.dq))
+        with self._lock:
+            refs = self._lent.get(id(bases[0]))
+            if refs is None or any(r() is not b for r, b in zip(refs, bases)):
+                return False
+            del self._lent[id(bases[0])]
+            if len(self._free) < self.keep:
+                self._free.append(bases)
+        return True
 
 
 class FrameSource:
@@ -190,12 +245,17 @@ class StreamedSource:
         (:func:`calib_core.prefetch.prefetched`; the kernels release the GIL, so
         the two overlap on two cores).  The chunks and every counter come out
         the same; one or two more chunks are in memory.
+    buffers : ChunkBuffers, optional
+        The pool the chain's first stream takes its planes from: chunks the
+        reader discards go back to it.
     """
 
     data = var = dq = None      #: no memory maps behind these frames (``release_pages`` skips them)
 
-    def __init__(self, stream: Any, chunks: Iterator[Any], preview_index: int | None = None, prefetch: bool = False):
+    def __init__(self, stream: Any, chunks: Iterator[Any], preview_index: int | None = None, prefetch: bool = False,
+                 buffers: ChunkBuffers | None = None):
         self.stream = stream
+        self._buffers = buffers              #: where discarded chunks go back to (their producer's pool)
         processed = (stream.process(chunk) for chunk in chunks)
         self._chunks = prefetched(processed, name="stream-prefetch") if prefetch else processed
         self._buf: list[Frames] = []
@@ -284,14 +344,18 @@ class StreamedSource:
     def discard_before(self, frame: int) -> None:
         """Frames before ``frame`` will not be read again: drop the chunks wholly before it."""
         while self._buf and self._buf[0].start + len(self._buf[0]) <= frame:
-            self._buf.pop(0)
+            self._give_back(self._buf.pop(0))
         self._floor = max(self._floor, frame)
+
+    def _give_back(self, chunk: Frames) -> None:
+        if self._buffers is not None:
+            self._buffers.give_back(chunk)
 
     def exhaust(self) -> None:
         """Run the rest of the upstream through the stream without keeping it (every frame seen once)."""
-        self._buf.clear()
-        while self._pull():
-            self._buf.clear()
+        while self._buf or self._pull():
+            while self._buf:
+                self._give_back(self._buf.pop(0))
         self._floor = self._next
 
     def dropped_mask(self, chunk_frames: int = 0) -> np.ndarray:

@@ -343,3 +343,17 @@ def test_error_labels_and_wavelengths(demo_copy):
     rows[0][0] = "999"
     _rewrite_csv(labels, header, rows)
     assert planet.labels() is None
+
+
+def test_a_rewritten_signal_file_is_read_with_its_new_footer(demo_copy):
+    """The parsed footer is shared by validation, layout and reader, and parsed again once the file changes."""
+    from calib_core.io.parquet_frames import file_metadata
+
+    planet = open_planet(demo_copy)
+    frames = planet.read_frames("FGS1")
+    path = planet.signal_path("FGS1")
+    assert file_metadata(path) is file_metadata(path)
+    wide = frames[:40].reshape(40, -1)
+    pq.write_table(pa.table({str(j): wide[:, j] for j in range(wide.shape[1])}), path, row_group_size=9)
+    assert file_metadata(path).num_rows == 40 and planet.n_frames("FGS1") == 40
+    np.testing.assert_array_equal(planet.read_frames("FGS1"), frames[:40])

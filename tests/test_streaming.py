@@ -15,7 +15,7 @@ import pytest
 
 from calib_core.chain import run_chain
 from calib_core.config import compose_config
-from calib_core.frames import Frames, FrameAxisMeta, StreamedSource
+from calib_core.frames import ChunkBuffers, Frames, FrameAxisMeta, StreamedSource
 from calib_core.store import load_output
 from calib_core.stages import QCError
 from calib_core.stages.base import FrameStream
@@ -205,3 +205,57 @@ def test_prefetched_source_raises_the_stream_error_at_its_chunk():
     with pytest.raises(ValueError, match="frame 12"):
         src.read(10, 15)
     assert src.stream.seen == [0, 5]                                # nothing past the failing chunk was computed
+
+
+class _Pooled(_Double):
+    """Doubles into planes lent by a :class:`ChunkBuffers` (as the ADC does), checking none is lent twice."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.buffers = ChunkBuffers(keep=2)
+        self.in_use = []
+
+    def process(self, chunk):
+        data, var, dq = self.buffers.take(len(chunk), self.frame_shape, np.uint16)
+        for held in self.in_use:
+            assert not np.shares_memory(held, data), "a plane was lent again while its chunk was still held"
+        np.multiply(chunk.data, 2, out=data)
+        var[:], dq[:] = chunk.var, chunk.dq
+        return Frames(data, var, dq, chunk.axis, chunk.start)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_chunk_planes_are_reused_only_after_the_reader_discards_them(prefetch):
+    """Like CDS: read pairs of frames, discard behind; every value is right and planes come back for reuse.
+
+    A plane lent again while its chunk is held would be overwritten by the producer: the values read
+    afterwards would be wrong (with the producer ahead in a thread), or the lending is caught (without).
+    """
+    stream = _Pooled(43)
+    cube, src = _source(n=43, stream=stream, prefetch=prefetch)
+    src._buffers = stream.buffers
+    for t in range(0, 43, 2):
+        idx = np.array([t, min(t + 1, 42)])
+        blocks, block, row = src.frame_blocks(idx)
+        got = np.stack([blocks[b][0][r] for b, r in zip(block, row)]).reshape(len(idx), 2, 3)
+        np.testing.assert_array_equal(got, 2 * cube[idx])
+        src.discard_before(t + 2)
+        if not prefetch:        # ahead in a thread, the producer may lend a plane between these two lines
+            stream.in_use = [c.data for c in src._buf]
+    src.exhaust()
+    assert stream.buffers.n_reused > 0 and stream.buffers.n_allocated <= 4
+
+
+def test_chunk_buffers_take_back_only_what_they_lent():
+    pool = ChunkBuffers(keep=1)
+    a = pool.take(4, (2, 3), np.uint16)
+    axis = FrameAxisMeta(np.arange(4.0), np.ones(4), np.ones(4, np.int8))
+    foreign = Frames(np.zeros((4, 2, 3), np.float32), a[1], a[2], axis, 0)
+    assert not pool.give_back(foreign)                       # not the triple it lent
+    assert pool.give_back(Frames(*a, axis, 0))
+    assert not pool.give_back(Frames(*a, axis, 0))           # given back once only
+    b = pool.take(3, (2, 3), np.uint16)                     # a smaller chunk reuses the larger planes
+    assert np.shares_memory(a[0], b[0]) and b[0].shape == (3, 2, 3) and pool.n_reused == 1
+    c = pool.take(3, (2, 3), np.uint16)                     # b is still lent: new planes
+    assert not np.shares_memory(b[0], c[0]) and pool.n_allocated == 2
+    assert pool.take(2, (5, 3), np.uint16)[0].shape == (2, 5, 3)   # another frame shape: never a wrong view

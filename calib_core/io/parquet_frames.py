@@ -17,11 +17,37 @@ import pyarrow.parquet as pq
 
 from .layout import FRAME_SHAPE, DataLayoutError, exc_text, require_file
 
-__all__ = ["SignalLayout", "signal_layout", "iter_row_batches", "batch_pixels", "table_to_array", "leading_values",
+__all__ = ["SignalLayout", "signal_layout", "file_metadata", "use_decode_pool", "iter_row_batches", "batch_pixels", "table_to_array", "leading_values",
            "MIN_BATCH_FRAMES"]
 
 #: parquet batches are never smaller: each costs ~0.2-0.3 s on 11392-column files (~250 MB peak for AIRS)
 MIN_BATCH_FRAMES = 2048
+#: how long Arrow's jemalloc pool keeps freed pages before returning them (ms)
+DECODE_POOL_DECAY_MS = 5000
+
+
+def use_decode_pool() -> str:
+    """Make Arrow's jemalloc pool the default (when this pyarrow has it and ``ARROW_DEFAULT_MEMORY_POOL`` is unset).
+
+    Arrow's readers allocate from the default pool and take no pool argument.
+    Decoding a wide signal file (11392 columns) allocates and frees thousands
+    of small column buffers per batch; with the mimalloc default, their pages go
+    back to the kernel and are faulted in again: the AIRS-CH0 file of a full
+    planet took 4.7 s of CPU against 3.1 s with jemalloc (``benchmarks/bench_science.py``).
+    Returns the pool's backend name.
+    """
+    import os
+
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        try:
+            pool = pa.jemalloc_memory_pool()
+        except NotImplementedError:      # a pyarrow built without jemalloc: keep its default
+            return pa.default_memory_pool().backend_name
+        if pa.default_memory_pool().backend_name != pool.backend_name:
+            pa.set_memory_pool(pool)
+            # keep freed pages for the next batch a while (Arrow's default, 0, returns them to the kernel at once)
+            pa.jemalloc_set_decay_ms(DECODE_POOL_DECAY_MS)
+    return pa.default_memory_pool().backend_name
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
@@ -117,20 +143,41 @@ def signal_layout(path: Path, instrument: str) -> SignalLayout:
     return _signal_layout_cached(path, instrument, st.st_size, st.st_mtime_ns)
 
 
+def file_metadata(path: Path) -> pq.FileMetaData:
+    """The parsed footer of a parquet file, parsed once per (path, size, mtime) and shared by every reader.
+
+    A full-size AIRS-CH0 signal file has ~250,000 column chunks: its footer
+    costs 0.2-0.5 s to parse, and validation, the layout check and the frame
+    reader all need it.
+    """
+    require_file(path, "parquet file")
+    st = path.stat()
+    return _metadata_cached(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _metadata_cached(path: Path, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> pq.FileMetaData:
+    try:
+        return pq.read_metadata(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataLayoutError(f"{path}: not a readable parquet file ({exc_text(exc)}); "
+                              f"expected a parquet file with an intact footer") from None
+
+
 @functools.lru_cache(maxsize=64)
 def _signal_layout_cached(path: Path, instrument: str, size: int, mtime_ns: int) -> SignalLayout:
     height, width = FRAME_SHAPE[instrument]
     n_pix = height * width
+    md = file_metadata(path)
     try:
-        pf = pq.ParquetFile(path)
-        schema = pf.schema_arrow
-    except (pa.ArrowException, OSError, ValueError) as exc:
+        schema = md.schema.to_arrow_schema()
+    except (pa.ArrowException, ValueError) as exc:
         raise DataLayoutError(f"{path}: not a readable parquet file ({exc_text(exc)}); "
                               f"expected a parquet file with an intact footer") from None
     bad = sorted({str(f.type) for f in schema if not pa.types.is_integer(f.type)})
     if bad:
         raise DataLayoutError(f"{path}: signal columns must be integer (uint16 ADC counts), found {bad}")
-    n_rows = pf.metadata.num_rows
+    n_rows = md.num_rows
     needs_cast = any(f.type != pa.uint16() for f in schema)
     if len(schema) == n_pix:
         return SignalLayout(1, n_rows, needs_cast)
@@ -150,7 +197,7 @@ def iter_row_batches(path: Path, pf: pq.ParquetFile, row_start: int, row_stop: i
     if not groups:
         return
     pos = int(bounds[groups[0]])
-    batches = pf.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=True)
+    batches = pf.iter_batches(batch_size=batch_rows, row_groups=groups, use_threads=False)
     while True:
         try:
             batch = next(batches, None)

@@ -17,7 +17,7 @@ from .csv_tables import CsvRow, column_index, planet_row, read_csv, target_vecto
 from .layout import (ADC_FILE_2025, AXIS_FILE, CALIBRATION_NAMES, FGS_READ_EXPTIME_S, FRAME_SHAPE, N_LINEAR_COEFFS,
                      N_TARGETS, WAVELENGTH_FILE, DataLayoutError, as_planet_id, check_instrument, detect_year,
                      exc_text, list_planets, require_file, resolves_inside)
-from .parquet_frames import (MIN_BATCH_FRAMES, batch_pixels, iter_row_batches, leading_values, read_parquet,
+from .parquet_frames import (MIN_BATCH_FRAMES, batch_pixels, file_metadata, iter_row_batches, leading_values, read_parquet,
                              signal_layout, table_matrix, table_to_array)
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class Planet:
             raise ValueError(f"frame range [{start}, {stop}) outside [0, {layout.n_frames}] of {path}")
         height, width = FRAME_SHAPE[instrument]
         chunk_pixels = chunk_frames * height * width
-        pf = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering ~doubles peak memory on wide files
+        pf = pq.ParquetFile(path, metadata=file_metadata(path), pre_buffer=False)  # pre-buffering ~doubles peak memory
         cast_schema = None
         if layout.needs_cast:
             cast_schema = pa.schema([pa.field(f.name, pa.uint16()) for f in pf.schema_arrow])

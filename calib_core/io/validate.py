@@ -46,9 +46,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from .layout import AIRS_CROP, FULL_FRAMES, INSTRUMENTS, N_TARGETS, DataLayoutError
+from .parquet_frames import file_metadata
 from .planet import Planet
 
 __all__ = ["ValidationReport", "validate_planet", "VISIT_HOURS", "MAX_FIRST_READ_H", "FULL_PAIR_PERIOD_S",
@@ -140,8 +140,7 @@ def _check_signal_structure(path) -> None:
 
     Reads the footer only (0.2-0.5 s for a full-size AIRS-CH0 file's 250,000 column chunks).
     """
-    pf = pq.ParquetFile(path)
-    md = pf.metadata
+    md = file_metadata(path)
     with open(path, "rb") as fh:           # the file ends with the footer's length and b"PAR1"
         fh.seek(-8, 2)
         data_end = fh.tell() - int.from_bytes(fh.read(4), "little")

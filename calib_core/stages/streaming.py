@@ -49,11 +49,16 @@ def stream_chain(stages: Iterable[tuple[Any, Any, Any]], inp: Any, chunk_frames:
     opened = []
     source = inp
     stages = list(stages)
+    buffers = None
     for k, (stage, cfg, ctx) in enumerate(stages):
         stream = _Named(stage.stream(source, cfg, ctx), stage.name, ctx.instrument)
+        if k == 0:
+            buffers = getattr(stream, "buffers", None)     # the ADC's chunk planes: the rest work in place
+        last = k == len(stages) - 1
         source = StreamedSource(stream, source.iter_chunks(chunk_frames),
                                 preview_index=preview_index(stream.axis.read_kind, stream.n_frames),
-                                prefetch=k == len(stages) - 1)     # the whole streamed group, one chunk ahead
+                                prefetch=last,      # the whole streamed group, one chunk ahead
+                                buffers=buffers if last else None)
         opened.append((stream, source))
     return opened
 

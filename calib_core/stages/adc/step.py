@@ -9,7 +9,7 @@ import numpy as np
 
 from ...diagnostics import Histogram, Plot, Series, Table, decimate, frame_image
 from ...dq import DQ_DTYPE
-from ...frames import FrameAxisMeta, Frames, write_frame_meta
+from ...frames import ChunkBuffers, FrameAxisMeta, Frames, write_frame_meta
 from ...store import StoredOutput, StoreWriter, release_pages
 from ..base import FrameStream, Gate, RawInput, Stage, StageContext, gate
 from ..errors import DataError
@@ -131,6 +131,7 @@ class _AdcStream(FrameStream):
         self.acc = _AdcAccumulator(self.n_frames, cfg.diagnostics.enabled)
         self.dropped = np.zeros(self.n_frames, bool)
         self.setup: _AdcSetup | None = None
+        self.buffers = ChunkBuffers()        #: output planes, reused once the chain's reader discards a chunk
 
     def process(self, chunk: tuple[int, np.ndarray]) -> Frames:
         first, raw = chunk
@@ -143,9 +144,7 @@ class _AdcStream(FrameStream):
         else:
             _check_chunk_shape(raw, self.frame_shape, first, self.inst)
         sl = slice(first, first + len(raw))
-        data = np.empty(raw.shape, np.float32)
-        var = np.empty(raw.shape, np.float32)
-        dq = np.empty(raw.shape, DQ_DTYPE)
+        data, var, dq = self.buffers.take(len(raw), self.frame_shape, DQ_DTYPE)
         _convert(raw, data, var, dq, sl, True, self.gain, self.offset, self.cfg, self.limits.args(self.setup),
                  self.dropped, self.acc)
         return Frames(data, var, dq, self.axis.take(sl), first)
