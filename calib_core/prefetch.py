@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator
 
-__all__ = ["prefetched"]
+__all__ = ["in_order_threads", "prefetched"]
 
 
 def prefetched(items: Iterable[Any], depth: int = 1, name: str = "prefetch") -> Iterator[Any]:
@@ -68,3 +69,34 @@ def prefetched(items: Iterable[Any], depth: int = 1, name: str = "prefetch") -> 
                 q.get(timeout=0.1)
             except queue.Empty:
                 pass
+
+
+def in_order_threads(fn: Callable[..., Any], items: Iterable[tuple], threads: int) -> Iterator[tuple[tuple, Any]]:
+    """``(args, fn(*args))`` for each ``args`` of ``items``, in order, computed by up to ``threads`` threads.
+
+    At most ``threads`` calls are in flight (memory: that many results).  For
+    work that releases the GIL (NumPy, compiled kernels) on independent
+    inputs: every result is the one a plain loop gives.  An exception reaches
+    the caller at its item; the calls already started finish first, none is
+    started after it.
+    """
+    if threads <= 1:
+        for args in items:
+            yield args, fn(*args)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="in-order") as pool:
+        try:
+            for args in items:
+                pending.append((args, pool.submit(fn, *args)))
+                if len(pending) >= threads:
+                    done_args, fut = pending.popleft()
+                    yield done_args, fut.result()
+            while pending:
+                done_args, fut = pending.popleft()
+                yield done_args, fut.result()
+        finally:
+            for _, fut in pending:
+                fut.cancel()

@@ -496,3 +496,20 @@ def test_demo_planet_chain_shows_the_transit_with_honest_errors(demo_root, tmp_p
         kinds = {p.kind for p in plots}
         assert {"curve", "image", "histogram", "table"} <= kinds
         assert all(len(p.x) <= 2000 for p in plots if p.kind == "curve")
+
+
+def test_blocks_measured_in_threads_equal_one_at_a_time(tmp_path, monkeypatch):
+    """Photometry measures two blocks at once (``MEASURE_THREADS``): every output equals the one-thread run."""
+    import calib_core.stages.photometry.step as step
+
+    rng = np.random.default_rng(11)
+    data, var, _, _ = _airs_scene(rng, 96)
+    src = _store(tmp_path / "in", data.astype(np.float32), var.astype(np.float32),
+                 meta={"wavelength_um": np.linspace(4.08, 1.63, 356)})
+    monkeypatch.setattr(step, "PIXEL_BUDGET", 8 * 32 * 356)          # 8 samples per block: 12 blocks
+    outs = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(step, "MEASURE_THREADS", threads)
+        outs[threads], _ = _run(src, _cfg(), "AIRS-CH0", tmp_path / f"out{threads}")
+    for name, arr in outs[1].fields.items():
+        np.testing.assert_array_equal(np.asarray(outs[2].fields[name]), np.asarray(arr), err_msg=name)

@@ -259,3 +259,31 @@ def test_chunk_buffers_take_back_only_what_they_lent():
     c = pool.take(3, (2, 3), np.uint16)                     # b is still lent: new planes
     assert not np.shares_memory(b[0], c[0]) and pool.n_allocated == 2
     assert pool.take(2, (5, 3), np.uint16)[0].shape == (2, 5, 3)   # another frame shape: never a wrong view
+
+
+def test_in_order_threads_give_the_plain_loop_and_raise_at_the_item():
+    import threading
+    import time
+
+    from calib_core.prefetch import in_order_threads
+
+    started = []
+
+    def work(a, b):
+        started.append(a)
+        time.sleep(0.002 * ((a * 7) % 5))          # finish out of order
+        if a == 12:
+            raise ValueError("photometry: non-finite input in samples 12:13")
+        return a * b, threading.current_thread().name
+
+    items = [(a, a + 1) for a in range(10)]
+    got = list(in_order_threads(work, iter(items), 2))
+    assert [args for args, _ in got] == items and [r[0] for _, r in got] == [a * b for a, b in items]
+    assert any(r[1].startswith("in-order") for _, r in got)
+    assert [r[0] for _, r in in_order_threads(work, iter(items), 1)] == [a * b for a, b in items]
+    started.clear()
+    seen = []
+    with pytest.raises(ValueError, match="samples 12:13"):
+        for args, _ in in_order_threads(work, iter((a, 1) for a in range(10, 40)), 2):
+            seen.append(args[0])
+    assert seen == [10, 11] and max(started) <= 14          # no call started long after the failing one

@@ -10,6 +10,7 @@ from scipy.ndimage import median_filter
 from ...config.base import ConfigError, check_constraints
 from ...diagnostics import Image, Outline, Plot, Series, Table, decimate, histogram
 from ...frames import FrameSource
+from ...prefetch import in_order_threads
 from ...store import StoredOutput, StoreWriter, release_pages
 from ..base import Gate, Stage, StageContext, gate
 from ..pixels import check_finite_input
@@ -28,6 +29,9 @@ FGS1, AIRS = "FGS1", "AIRS-CH0"
 FGS1_WAVELENGTH_UM = 0.7
 #: at most this many pixels (samples x H x W) are processed at once (bounds memory)
 PIXEL_BUDGET = 2_000_000
+#: blocks measured at once: each block is a pure function of its samples and the reference, so the
+#: results are the same as one at a time, and the core the detector chain used is busy again
+MEASURE_THREADS = 2
 #: reference samples gathered between two releases of the input's memory-mapped pages
 REFERENCE_GROUP = 16
 #: points of a diagnostic curve
@@ -154,11 +158,15 @@ class PhotometryStage(Stage):
         per_sample = (2 if layout.mode == "reads" else 1) * h * w
         block = max(1, min(ctx.chunk_frames, PIXEL_BUDGET // per_sample))
         n_rejected = n_bad_input = 0
-        for b0, b1 in layout.blocks(block):
+
+        def measured(b0: int, b1: int):
             chunk = load(np.arange(b0, b1))
-            n_bad_input += check_finite_input(chunk, stage="photometry", key=cfg.io.input_key,
-                                              require=cfg.validation.require_finite_inputs)
-            res = measure(chunk, ref, cfg, method, background)
+            n_bad = check_finite_input(chunk, stage="photometry", key=cfg.io.input_key,
+                                       require=cfg.validation.require_finite_inputs)
+            return n_bad, measure(chunk, ref, cfg, method, background)
+
+        for (b0, b1), (n_bad, res) in in_order_threads(measured, layout.blocks(block), MEASURE_THREADS):
+            n_bad_input += n_bad
             order = slice(None, None, -1) if airs else slice(None)
             out.flux[b0:b1] = res.flux[:, order]
             out.flux_var[b0:b1] = res.flux_var[:, order]
