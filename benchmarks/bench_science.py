@@ -72,7 +72,9 @@ def run_floor(root: str, planet_id: int | None, instrument: str, chunk_frames: i
     import numpy as np
 
     from calib_core.io import open_planet
+    from calib_core.memory import tune_allocators
 
+    tune_allocators()                       # the allocators a run uses (Arrow's decode pool among them)
     planet = open_planet(root, planet_id=planet_id)
     gain, offset = planet.adc(instrument)
     t0 = time.perf_counter()
