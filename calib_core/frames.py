@@ -100,7 +100,8 @@ class ChunkBuffers:
 
     A streamed chain allocates one chunk of planes per chunk of frames.  Fresh
     pages are what costs there: on this project's 2-core VMs, first touching
-    the 58 MB of an AIRS-CH0 chunk costs 4x the compiled ADC pass itself.  So
+    the 58 MB of an AIRS-CH0 chunk took 5-18x as long as the compiled ADC pass
+    that fills it (0.25-0.9 s against 0.05 s).  So
     the first stream of a chain (ADC) takes its output planes from here, the
     stages after it work in place, and the :class:`StreamedSource` at the end
     gives a chunk back when its reader discards it (it is never read again).

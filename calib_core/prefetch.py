@@ -77,8 +77,8 @@ def in_order_threads(fn: Callable[..., Any], items: Iterable[tuple], threads: in
     At most ``threads`` calls are in flight (memory: that many results).  For
     work that releases the GIL (NumPy, compiled kernels) on independent
     inputs: every result is the one a plain loop gives.  An exception reaches
-    the caller at its item; the calls already started finish first, none is
-    started after it.
+    the caller at its item; the calls already submitted (at most ``threads - 1``
+    after it) finish first, and no further call is submitted.
     """
     if threads <= 1:
         for args in items:

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from .layout import FRAME_SHAPE, DataLayoutError, exc_text, require_file
 
-__all__ = ["SignalLayout", "signal_layout", "file_metadata", "use_decode_pool", "iter_row_batches", "batch_pixels", "table_to_array", "leading_values",
-           "MIN_BATCH_FRAMES"]
+__all__ = ["SignalLayout", "signal_layout", "file_metadata", "use_decode_pool", "iter_row_batches", "batch_pixels",
+           "table_to_array", "leading_values", "MIN_BATCH_FRAMES"]
 
 #: parquet batches are never smaller: each costs ~0.2-0.3 s on 11392-column files (~250 MB peak for AIRS)
 MIN_BATCH_FRAMES = 2048
@@ -32,8 +32,8 @@ def use_decode_pool() -> str:
     Arrow's readers allocate from the default pool and take no pool argument.
     Decoding a wide signal file (11392 columns) allocates and frees thousands
     of small column buffers per batch; with the mimalloc default, their pages go
-    back to the kernel and are faulted in again: the AIRS-CH0 file of a full
-    planet took 4.7 s of CPU against 3.1 s with jemalloc (``benchmarks/bench_science.py``).
+    back to the kernel and are faulted in again: decoding the AIRS-CH0 file of
+    the full demo planet took 4.7 s of CPU with mimalloc and 3.1 s with jemalloc.
     Returns the pool's backend name.
     """
     import os
@@ -144,7 +144,7 @@ def signal_layout(path: Path, instrument: str) -> SignalLayout:
 
 
 def file_metadata(path: Path) -> pq.FileMetaData:
-    """The parsed footer of a parquet file, parsed once per (path, size, mtime) and shared by every reader.
+    """The parsed footer of a parquet file, parsed once per version of the file and shared by every reader.
 
     A full-size AIRS-CH0 signal file has ~250,000 column chunks: its footer
     costs 0.2-0.5 s to parse, and validation, the layout check and the frame

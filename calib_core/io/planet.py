@@ -17,8 +17,8 @@ from .csv_tables import CsvRow, column_index, planet_row, read_csv, target_vecto
 from .layout import (ADC_FILE_2025, AXIS_FILE, CALIBRATION_NAMES, FGS_READ_EXPTIME_S, FRAME_SHAPE, N_LINEAR_COEFFS,
                      N_TARGETS, WAVELENGTH_FILE, DataLayoutError, as_planet_id, check_instrument, detect_year,
                      exc_text, list_planets, require_file, resolves_inside)
-from .parquet_frames import (MIN_BATCH_FRAMES, batch_pixels, file_metadata, iter_row_batches, leading_values, read_parquet,
-                             signal_layout, table_matrix, table_to_array)
+from .parquet_frames import (MIN_BATCH_FRAMES, batch_pixels, file_metadata, iter_row_batches, leading_values,
+                             read_parquet, signal_layout, table_matrix, table_to_array)
 
 log = logging.getLogger(__name__)
 
