@@ -7,6 +7,7 @@ Signal files are streamed with :meth:`pyarrow.parquet.ParquetFile.iter_batches`
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -36,8 +37,6 @@ def use_decode_pool() -> str:
     the full demo planet took 4.7 s of CPU with mimalloc and 3.1 s with jemalloc.
     Returns the pool's backend name.
     """
-    import os
-
     if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         try:
             pool = pa.jemalloc_memory_pool()
@@ -135,12 +134,17 @@ class SignalLayout:
 def signal_layout(path: Path, instrument: str) -> SignalLayout:
     """Validate a signal file from its parquet metadata (no data read).
 
-    Parsing the footer of an 11392-column file costs ~0.4 s, so the result is
-    cached per (path, size, mtime): a rewritten file is parsed again.
+    Derived from :func:`file_metadata` and cached per version of the file, as it is:
+    a rewritten file is checked again.
     """
     require_file(path, f"{instrument} signal file")
+    return _signal_layout_cached(path, instrument, _file_version(path))
+
+
+def _file_version(path: Path) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten or replaced: size, mtime, inode, ctime (the caches' key)."""
     st = path.stat()
-    return _signal_layout_cached(path, instrument, st.st_size, st.st_mtime_ns)
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def file_metadata(path: Path) -> pq.FileMetaData:
@@ -151,12 +155,11 @@ def file_metadata(path: Path) -> pq.FileMetaData:
     reader all need it.
     """
     require_file(path, "parquet file")
-    st = path.stat()
-    return _metadata_cached(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    return _metadata_cached(path, _file_version(path))
 
 
 @functools.lru_cache(maxsize=8)
-def _metadata_cached(path: Path, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> pq.FileMetaData:
+def _metadata_cached(path: Path, version: tuple[int, int, int, int]) -> pq.FileMetaData:
     try:
         return pq.read_metadata(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -165,7 +168,7 @@ def _metadata_cached(path: Path, size: int, mtime_ns: int, inode: int, ctime_ns:
 
 
 @functools.lru_cache(maxsize=64)
-def _signal_layout_cached(path: Path, instrument: str, size: int, mtime_ns: int) -> SignalLayout:
+def _signal_layout_cached(path: Path, instrument: str, version: tuple[int, int, int, int]) -> SignalLayout:
     height, width = FRAME_SHAPE[instrument]
     n_pix = height * width
     md = file_metadata(path)
